@@ -1,0 +1,28 @@
+"""MagicFace: facial expression editing by Action Units, on Stable Diffusion 1.5.
+
+The library behind the ComfyUI nodes and the ``python -m magicface_core`` CLI. It has no
+ComfyUI imports, and heavy libraries (diffusers, transformers) load on first use.
+"""
+
+from .au import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUVector, emotion_preset
+from .errors import (
+    AUInputError,
+    CheckpointError,
+    ImageInputError,
+    MagicFaceError,
+    MissingDependencyError,
+    NoFaceError,
+    WeightsNotFoundError,
+)
+from .identity_attention import IdentityFeatures
+from .magicface import LATENT_SCALE, MagicFace
+from .schedulers import SAMPLER_NAMES
+
+__all__ = [
+    "AU_ACTIONS", "AU_NAMES", "EMOTION_PRESETS", "AUVector", "emotion_preset",
+    "AUInputError", "CheckpointError", "ImageInputError", "MagicFaceError", "MissingDependencyError",
+    "NoFaceError", "WeightsNotFoundError",
+    "IdentityFeatures", "LATENT_SCALE", "MagicFace", "SAMPLER_NAMES",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""``python -m magicface_core``: edit a portrait's expression, and the tools around it.
+
+    python -m magicface_core edit --image portrait.png --au AU12=3 --au AU6=2 --out edited.png
+    python -m magicface_core edit --image photo.jpg --crop --au AU1=2,AU4=4 --out edited.jpg
+    python -m magicface_core estimate --image portrait.png
+    python -m magicface_core condition --image portrait.png --out condition.png
+    python -m magicface_core convert WEIGHTS_DIR magicface_fp16.safetensors --dtype fp16
+    python -m magicface_core download
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .au import AU_NAMES, AUVector
+from .errors import MagicFaceError
+from .schedulers import SAMPLER_NAMES
+
+logger = logging.getLogger("magicface_core")
+
+
+def _add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cuda, cpu, mps... (default: the GPU if there is one)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="precision (default: half on GPU, fp32 on CPU)")
+    parser.add_argument("--face-weights", type=Path, default=None,
+                        help="folder for the face detection/parsing/AU weights (default: the magicface cache)")
+    parser.add_argument("--parser", default="bisenet", choices=["bisenet", "facer"], help="face parsing backend")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m magicface_core", description="MagicFace expression editing by AUs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    edit = commands.add_parser("edit", help="edit the expression of a portrait")
+    edit.add_argument("--image", type=Path, required=True, help="a 512x512 face crop, or any photo with --crop")
+    edit.add_argument("--condition", type=Path, default=None,
+                      help="condition image (background + jaw contour); computed from the image when omitted")
+    edit.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
+                      help=f"an AU variation, e.g. AU12=3 (repeatable, or comma-separated); AUs: {' '.join(AU_NAMES)}")
+    edit.add_argument("--variant", action="append", default=[], metavar="SPEC",
+                      help="a whole AU setting such as 'AU12=3,AU6=2'; several --variant give a batch of edits")
+    edit.add_argument("--out", type=Path, required=True, help="output image (variants get _0, _1, ... suffixes)")
+    edit.add_argument("--weights", default="mengtingwei/magicface",
+                      help="MagicFace weights: the published folder, one of our .safetensors files, or a hub repo id")
+    edit.add_argument("--sd15", default=None, help="Stable Diffusion 1.5 diffusers folder (default: download from the hub)")
+    edit.add_argument("--steps", type=int, default=50)
+    edit.add_argument("--guidance", type=float, default=3.0, help="AU guidance scale (the paper uses 3.0)")
+    edit.add_argument("--seed", type=int, default=0)
+    edit.add_argument("--sampler", default="uni_pc", choices=SAMPLER_NAMES)
+    edit.add_argument("--crop", action="store_true", help="find the face in a full photo, edit it and paste it back")
+    edit.add_argument("--face-index", type=int, default=0, help="which face with --crop (0 = largest)")
+    _add_device_args(edit)
+
+    estimate = commands.add_parser("estimate", help="print the AU intensities of a face")
+    estimate.add_argument("--image", type=Path, required=True, nargs="+")
+    estimate.add_argument("--face-index", type=int, default=0)
+    _add_device_args(estimate)
+
+    condition = commands.add_parser("condition", help="write the condition image of a 512x512 portrait")
+    condition.add_argument("--image", type=Path, required=True)
+    condition.add_argument("--out", type=Path, required=True)
+    _add_device_args(condition)
+
+    convert = commands.add_parser("convert", help="convert MagicFace weights to one .safetensors file (or back)")
+    convert.add_argument("source", help="published folder, .safetensors file or hub repo id")
+    convert.add_argument("target", type=Path, help="a .safetensors file, or a folder for the published layout")
+    convert.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+
+    download = commands.add_parser("download", help="download all weights the CLI needs")
+    download.add_argument("--to", type=Path, default=None, help="weights folder (default: the magicface cache)")
+    return parser
+
+
+def parse_au_delta(au_args: list[str], variants: list[str]) -> AUVector:
+    if au_args and variants:
+        raise MagicFaceError("use either --au or --variant, not both")
+    if variants:
+        return AUVector.cat([AUVector.parse(v) for v in variants])
+    return AUVector.parse(",".join(au_args))
+
+
+def _face_toolkit(args):
+    import torch
+
+    from . import devices
+    from .face_tools import FaceToolkit
+    from .hub import cache_dir
+
+    device = torch.device(args.device) if args.device else devices.default_device()
+    return FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device, args.parser)
+
+
+def run_edit(args) -> list[Path]:
+    from . import devices
+    from .edit import EditSettings, edit_photo
+    from .imaging import load_image, save_image
+    from .magicface import MagicFace
+    from .sd15 import load_sd15
+
+    au_delta = parse_au_delta(args.au, args.variant)
+    photo = load_image(args.image)
+    condition = load_image(args.condition) if args.condition else None
+    device, dtype = devices.resolve(args.device, args.dtype)
+    model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
+    sd15 = load_sd15(args.sd15, device, dtype)
+    settings = EditSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+
+    def on_step(i: int, n: int) -> None:
+        print(f"\rsampling {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+    edited = edit_photo(photo, au_delta, model, sd15, faces=_face_toolkit(args), condition=condition,
+                        crop=args.crop, face_index=args.face_index, settings=settings, on_step=on_step)
+    outputs = [args.out] if len(edited) == 1 else [
+        args.out.with_name(f"{args.out.stem}_{i}{args.out.suffix}") for i in range(len(edited))
+    ]
+    for image, path in zip(edited, outputs):
+        save_image(image, path)
+        print(f"wrote {path}")
+    return outputs
+
+
+def run_estimate(args) -> None:
+    from .imaging import load_image
+
+    images = [load_image(p) for p in args.image]
+    aus = _face_toolkit(args).estimate_aus(images, args.face_index)
+    print(aus.table(title="AU intensities (0..5); columns: " + ", ".join(f"#{i} {p}" for i, p in enumerate(args.image))))
+
+
+def run_condition(args) -> None:
+    from .imaging import as_portrait, load_image, save_image
+
+    condition, _ = _face_toolkit(args).condition(as_portrait(load_image(args.image)))
+    save_image(condition, args.out)
+    print(f"wrote {args.out}")
+
+
+def run_convert(args) -> None:
+    from .devices import DTYPES
+    from .magicface import MagicFace
+
+    model = MagicFace.from_pretrained(args.source, device="cpu", dtype="fp32")
+    model.save_pretrained(args.target, single_file=args.target.suffix == ".safetensors", dtype=DTYPES[args.dtype])
+    print(f"wrote {args.target}")
+
+
+def run_download(args) -> None:
+    from . import hub, weights
+
+    root = args.to or hub.cache_dir()
+    hub.snapshot(hub.MAGICFACE_REPO, hub.MAGICFACE_PATTERNS, root / hub.MAGICFACE_REPO.replace("/", "--"),
+                 hub.MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
+    hub.snapshot(hub.SD15_REPO, hub.SD15_PATTERNS, root / hub.SD15_REPO.replace("/", "--"),
+                 hub.SD15_DOWNLOAD_GB, "Stable Diffusion 1.5's VAE and text encoder")
+    for spec in weights.ALL_FILES:
+        print(f"{spec.filename}: {weights.ensure_weight(spec, root / 'preprocessing')}")
+
+
+COMMANDS = {"edit": run_edit, "estimate": run_estimate, "condition": run_condition, "convert": run_convert,
+            "download": run_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except MagicFaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

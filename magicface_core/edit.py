@@ -1,0 +1,77 @@
+"""One expression edit, top to bottom (what the CLI runs; the ComfyUI nodes split it across a graph).
+
+photo -> 512 face crop -> condition image + identity -> VAE latents -> ID features
+      -> AU-guided sampling -> latents -> VAE decode -> paste back into the photo
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .au import AUVector
+from .face_crop import paste_back
+from .face_tools import FaceToolkit
+from .imaging import as_portrait, from_tensor, to_tensor
+from .magicface import MagicFace
+from .sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    steps: int = 50
+    guidance: float = 3.0
+    seed: int = 0
+    sampler: str = "uni_pc"
+
+
+def edit_photo(
+    photo: np.ndarray,
+    au_delta: AUVector,
+    model: MagicFace,
+    sd15: SD15Parts,
+    faces: FaceToolkit | None = None,
+    condition: np.ndarray | None = None,
+    crop: bool = False,
+    face_index: int = 0,
+    settings: EditSettings = EditSettings(),
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Edited images (HxWx3 uint8), one per row of ``au_delta``.
+
+    Without ``crop`` the photo must be a portrait framed like the authors' (resized to 512 if
+    square). ``condition`` defaults to the background + jaw contour computed from the portrait.
+    """
+    # 1. The 512x512 portrait, and how to put it back into the photo.
+    transform = None
+    if crop:
+        portrait, transform = faces.crop(photo, face_index)
+    else:
+        portrait = as_portrait(photo)
+
+    # 2. The condition image: background and pose come from the portrait itself.
+    if condition is None:
+        condition, _ = faces.condition(portrait)
+    else:
+        condition = as_portrait(condition)
+
+    # 3. Unscaled VAE latents of identity and condition, and the fixed prompt's embedding.
+    id_latents = vae_encode(sd15.vae, to_tensor([portrait]))
+    cond_latents = vae_encode(sd15.vae, to_tensor([condition]))
+    text = encode_prompt(sd15)
+
+    # 4. Identity features, once for all AU variants.
+    features = model.encode_identity(id_latents, text)
+
+    # 5. AU-guided sampling.
+    callback = None if on_step is None else (lambda i, n, _latents: on_step(i, n))
+    latents = model.sample(features, cond_latents, au_delta, text, steps=settings.steps, guidance=settings.guidance,
+                           sampler=settings.sampler, seed=settings.seed, callback=callback)
+
+    # 6. Decode, and 7. paste back into the full photo.
+    edited = from_tensor(vae_decode(sd15.vae, latents))
+    if transform is not None:
+        edited = [paste_back(photo, image, transform) for image in edited]
+    return edited

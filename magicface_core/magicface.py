@@ -1,0 +1,221 @@
+"""The MagicFace model: ID encoder + AU-conditioned denoiser, and the AU-guided sampler.
+
+Latent conventions (as the authors'): identity and condition latents are the VAE's *unscaled*
+latents (the mode of the posterior, what ComfyUI's VAEEncode returns); the noisy latent lives in
+the usual scaled space; :meth:`MagicFace.sample` returns ``final / 0.18215``, ready to decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Sequence
+
+import torch
+
+from . import checkpoint, devices
+from .au import NUM_AUS, RECOMMENDED_DELTA_LIMIT, AUVector
+from .errors import AUInputError, ImageInputError
+from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
+from .schedulers import make_scheduler
+
+logger = logging.getLogger(__name__)
+
+LATENT_SCALE = 0.18215  # SD 1.5's VAE scaling factor
+ID_ENCODER_TIMESTEP = 0  # the ID encoder sees the clean identity latent
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+class MagicFace:
+    """Both UNets of MagicFace, patched for identity injection.
+
+    ``denoiser`` and ``id_encoder`` are stock :class:`diffusers.UNet2DConditionModel` instances:
+    the AU projection is the denoiser's ``simple_projection`` class embedding, and identity
+    injection is an attention processor on each self-attention.
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, id_encoder: torch.nn.Module):
+        self.denoiser = denoiser
+        self.id_encoder = id_encoder
+        self.injection = IdentityInjection(denoiser)
+        self.recorder = IdentityRecorder(id_encoder)
+
+    # --- loading and saving -----------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str | None = None,
+                        dtype: torch.dtype | str | None = None) -> "MagicFace":
+        """Load a published-layout folder, one of our single files, or the hub repo id.
+
+        ``device`` defaults to the GPU when there is one; ``dtype`` to half precision on a GPU
+        (bf16 where supported) and fp32 on the CPU.
+        """
+        from .hub import resolve_magicface_weights
+
+        device, dtype = devices.resolve(device, dtype)
+        parts = checkpoint.read_checkpoint(resolve_magicface_weights(path))
+        return cls(
+            checkpoint.build_unet(checkpoint.DENOISER, parts[checkpoint.DENOISER], dtype, device),
+            checkpoint.build_unet(checkpoint.ID_ENCODER, parts[checkpoint.ID_ENCODER], dtype, device),
+        )
+
+    def checkpoint_parts(self, dtype: torch.dtype | None = None) -> dict[str, checkpoint.UNetCheckpoint]:
+        parts = {}
+        for part, model in ((checkpoint.DENOISER, self.denoiser), (checkpoint.ID_ENCODER, self.id_encoder)):
+            state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+                     for k, v in model.state_dict().items()}
+            parts[part] = checkpoint.UNetCheckpoint(
+                checkpoint.published_config(part, model.config), checkpoint.to_published_keys(part, state), part
+            )
+        return parts
+
+    def save_pretrained(self, path: str | os.PathLike, single_file: bool | None = None,
+                        dtype: torch.dtype | None = None) -> None:
+        """Write the published folder layout, or (``.safetensors`` path) our single file."""
+        single_file = str(path).endswith(".safetensors") if single_file is None else single_file
+        writer = checkpoint.write_single_file if single_file else checkpoint.write_published_layout
+        writer(path, self.checkpoint_parts(dtype))
+
+    # --- placement --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.conv_in.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.conv_in.weight.dtype
+
+    def to(self, device=None, dtype=None) -> "MagicFace":
+        self.denoiser.to(device=device, dtype=dtype)
+        self.id_encoder.to(device=device, dtype=dtype)
+        return self
+
+    # --- the edit -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_identity(self, id_latents: torch.Tensor, text_embeds: torch.Tensor) -> IdentityFeatures:
+        """Run the ID encoder once on unscaled identity latents ``[B,4,h,w]``; text ``[B,77,D]``."""
+        _check_latents("id_latents", id_latents)
+        batch = _batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
+        device, dtype = self.id_encoder.conv_in.weight.device, self.id_encoder.conv_in.weight.dtype
+        sample = _expand(id_latents, batch).to(device, dtype)
+        text = _expand(text_embeds, batch).to(device, dtype)
+        timestep = torch.tensor([ID_ENCODER_TIMESTEP], device=device)
+        return self.recorder.record(lambda: self.id_encoder(sample, timestep, encoder_hidden_states=text))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        features: IdentityFeatures,
+        cond_latents: torch.Tensor,
+        au_delta: AUVector | torch.Tensor | Sequence[float],
+        text_embeds: torch.Tensor,
+        steps: int = 50,
+        guidance: float = 3.0,
+        sampler: str = "uni_pc",
+        noise: torch.Tensor | None = None,
+        seed: int | None = None,
+        callback: StepCallback | None = None,
+        per_item_noise: bool = False,
+    ) -> torch.Tensor:
+        """Denoise from noise to the edited latents; returns unscaled latents ``[B,4,h,w]``.
+
+        Guidance is on the AU only: ``eps = eps(0) + guidance * (eps(au) - eps(0))``, with text,
+        identity and condition the same in both branches (one branch when ``guidance == 1``).
+        ``noise`` (N(0,1), ``[B,4,h,w]``) makes the result a deterministic function of the inputs;
+        otherwise it is drawn from ``seed`` on the CPU, one draw shared by the whole batch unless
+        ``per_item_noise`` (so a batch of AU variants differs only by the AUs).
+        ``callback(step, total, latents)`` runs after every step; raising from it stops sampling.
+        """
+        if steps < 1:
+            raise ValueError("steps must be at least 1")
+        _check_latents("cond_latents", cond_latents)
+        au = _as_au_tensor(au_delta)
+        sizes = {
+            "AU vectors": au.shape[0], "cond_latents": cond_latents.shape[0],
+            "text_embeds": text_embeds.shape[0], "identity features": features.batch_size,
+        }
+        if noise is not None:
+            sizes["noise"] = noise.shape[0]
+        batch = _batch_size(sizes)
+        latent_shape = (batch, cond_latents.shape[1], *cond_latents.shape[2:])
+        id_tokens = features.tokens[0].shape[1]
+        if id_tokens != cond_latents.shape[2] * cond_latents.shape[3]:
+            raise ImageInputError(
+                "the identity image and the condition image must have the same size "
+                f"(identity features have {id_tokens} tokens, condition latents are {tuple(cond_latents.shape[2:])})"
+            )
+        if noise is None:
+            noise = _draw_noise(latent_shape, seed, per_item_noise)
+        elif tuple(noise.shape[1:]) != latent_shape[1:]:
+            raise ImageInputError(f"noise has shape {tuple(noise.shape)}, the latents are {latent_shape}")
+
+        device, dtype = self.device, self.dtype
+        cond = _expand(cond_latents, batch).to(device, dtype)
+        text = _expand(text_embeds, batch).to(device, dtype)
+        au = _expand(au, batch).to(device, dtype)
+        if au.abs().max() > RECOMMENDED_DELTA_LIMIT:
+            logger.warning("AU variations beyond +-%g tend to distort the face", RECOMMENDED_DELTA_LIMIT)
+        guided = guidance != 1.0
+        if guided:  # rows [AU, zero AU]: the zero-AU branch is the unconditional one
+            cond, text = torch.cat([cond, cond]), torch.cat([text, text])
+            au = torch.cat([au, torch.zeros_like(au)])
+
+        scheduler = make_scheduler(sampler)
+        scheduler.set_timesteps(steps, device=device)
+        latents = _expand(noise, batch).to(device, torch.float32) * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        with self.injection.bind(features.to(device, dtype)):
+            for i, t in enumerate(timesteps):
+                model_in = torch.cat([latents, latents]) if guided else latents
+                model_in = scheduler.scale_model_input(model_in, t).to(dtype)
+                eps = self.denoiser(
+                    torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au
+                ).sample.float()
+                if guided:
+                    eps_au, eps_zero = eps.chunk(2)
+                    eps = eps_zero + guidance * (eps_au - eps_zero)
+                latents = scheduler.step(eps, t, latents).prev_sample
+                if callback is not None:
+                    callback(i + 1, len(timesteps), latents)
+        return latents / LATENT_SCALE
+
+
+def _draw_noise(shape: tuple[int, ...], seed: int | None, per_item: bool) -> torch.Tensor:
+    generator = torch.Generator("cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed) % (2**64))
+    draw_shape = shape if per_item else (1, *shape[1:])
+    return torch.randn(draw_shape, generator=generator, dtype=torch.float32)
+
+
+def _as_au_tensor(au_delta) -> torch.Tensor:
+    if isinstance(au_delta, AUVector):
+        return au_delta.to_tensor()
+    tensor = torch.as_tensor(au_delta, dtype=torch.float32)
+    if tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 2 or tensor.shape[1] != NUM_AUS:
+        raise AUInputError(f"AU deltas must be an AUVector or a [B, {NUM_AUS}] tensor, got shape {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise AUInputError("AU deltas must be finite numbers")
+    return tensor
+
+
+def _check_latents(name: str, latents: torch.Tensor) -> None:
+    if latents.ndim != 4 or latents.shape[1] != 4:
+        raise ImageInputError(f"{name} must be VAE latents [B,4,h,w], got shape {tuple(latents.shape)}")
+
+
+def _batch_size(sizes: dict[str, int]) -> int:
+    batch = max(sizes.values())
+    wrong = {k: v for k, v in sizes.items() if v not in (1, batch)}
+    if wrong:
+        listed = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise ImageInputError(f"batch sizes do not match ({listed}); each must be 1 or {batch}")
+    return batch
+
+
+def _expand(t: torch.Tensor, batch: int) -> torch.Tensor:
+    return t if t.shape[0] == batch else t.expand(batch, *t.shape[1:])

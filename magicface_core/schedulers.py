@@ -1,0 +1,56 @@
+"""Samplers by name: diffusers schedulers built from SD 1.5's scheduler config.
+
+``uni_pc`` is the authors' choice; with ``final_sigmas_type="sigma_min"`` its last step ends at
+the smallest training sigma, as in the diffusers 0.25.1 they used (newer diffusers default to
+ending at zero, which changes results slightly at low step counts).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .errors import MagicFaceError
+
+# scheduler/scheduler_config.json of stable-diffusion-v1-5 (a PNDM config the others are built from).
+SD15_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "trained_betas": None,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
+
+# name -> (diffusers class name, settings on top of the SD 1.5 config, what a user reads)
+SAMPLERS: dict[str, tuple[str, dict, str]] = {
+    "uni_pc": ("UniPCMultistepScheduler", {"final_sigmas_type": "sigma_min"}, "UniPC (the authors' sampler)"),
+    "ddim": ("DDIMScheduler", {}, "DDIM, eta 0"),
+    "euler": ("EulerDiscreteScheduler", {}, "Euler"),
+    "euler_karras": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, "Euler, Karras sigmas"),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, "DPM++ 2M"),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        "DPM++ 2M Karras (good results in fewer steps)",
+    ),
+}
+
+SAMPLER_NAMES = tuple(SAMPLERS)
+
+
+def make_scheduler(name: str):
+    """A fresh scheduler for ``name`` (schedulers keep per-run state, so one per sampling run)."""
+    import diffusers
+
+    try:
+        class_name, settings, _ = SAMPLERS[name]
+    except KeyError:
+        raise MagicFaceError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLER_NAMES)}") from None
+    cls = getattr(diffusers, class_name)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    config = {k: v for k, v in {**SD15_SCHEDULER_CONFIG, **settings}.items() if k in accepted}
+    return cls(**config)

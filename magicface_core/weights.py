@@ -1,0 +1,166 @@
+"""The preprocessing networks' weight files: where each comes from, how it is checked, where it goes.
+
+Each file lives at ``<root>/<backend>/<filename>``; ``root`` is ``models/magicface`` inside
+ComfyUI and :func:`magicface_core.hub.cache_dir` for the CLI. A missing file is downloaded on
+first use (never at import), with progress, and checked before it is kept; offline, the error
+names the file, its URL and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import WeightsNotFoundError
+from .hub import MAGICFACE_REPO
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unknown)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    backend: str  # sub-folder under the weights root
+    filename: str
+    url: str
+    approx_mb: int
+    license: str
+    # One of these says how a download is checked.
+    sha256: str | None = None  # the full digest, when published
+    sha256_prefix: str | None = None  # torch.hub-style names carry the digest's first hex digits
+    git_blob_sha1: str | None = None  # files served from a git repository: the blob id of that commit
+    hf_repo: str | None = None  # files on the Hugging Face hub: checked against the hub's LFS sha256
+    hf_path: str | None = None
+
+    def path(self, root: str | os.PathLike) -> Path:
+        return Path(root) / self.backend / self.filename
+
+
+BISENET = WeightFile(
+    "bisenet", "79999_iter.pth", f"https://huggingface.co/{MAGICFACE_REPO}/resolve/main/79999_iter.pth", 51,
+    "CelebAMask-HQ face parsing (zllrunning/face-parsing.PyTorch); research use",
+    hf_repo=MAGICFACE_REPO, hf_path="79999_iter.pth",
+)
+S3FD = WeightFile(
+    "face_alignment", "s3fd-619a316812.pth", "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+    86, "face-alignment's S3FD face detector (BSD-3-Clause code)", sha256_prefix="619a316812",
+)
+FAN_2D = WeightFile(
+    "face_alignment", "2DFAN4-11f355bf06.pth.tar",
+    "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+    93, "face-alignment's 2D-FAN 68-point landmarks (BSD-3-Clause code)", sha256_prefix="11f355bf06",
+)
+_LIBREFACE_COMMIT = "7bf7ed7360a01bb5523f4309e8beacb1b403ad2d"
+LIBREFACE_AU = WeightFile(
+    "libreface", "au_intensity_resnet18_disfa.pt",
+    f"https://raw.githubusercontent.com/ihp-lab/LibreFace/{_LIBREFACE_COMMIT}/"
+    "AU_Recognition/resnet_disfa_all/DISFA/all/resnet.pt",
+    45, "LibreFace AU intensity (ResNet-18, DISFA); USC research license, non-commercial",
+    git_blob_sha1="fd9be02c4c21332529041f68b63e17030b721eaa",
+)
+ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU)
+
+
+def offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("MAGICFACE_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress | None = None,
+                  search: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """The local path of ``spec``, downloading and checking it first if it is not there.
+
+    ``search`` lists other folders that may already hold the file under its own name
+    (for example the published MagicFace folder, which ships ``79999_iter.pth``).
+    """
+    target = spec.path(root)
+    if target.is_file():
+        return target
+    for folder in search:
+        candidate = Path(folder) / spec.filename
+        if candidate.is_file():
+            return candidate
+    if offline():
+        raise _missing(spec, target, "downloads are switched off (MAGICFACE_OFFLINE / HF_HUB_OFFLINE)")
+    logger.warning("Downloading %s (about %d MB) from %s to %s", spec.filename, spec.approx_mb, spec.url, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = Path(tmp) / spec.filename
+        try:
+            _download(_source_url(spec), partial, progress)
+        except OSError as exc:
+            raise _missing(spec, target, f"the download failed ({exc})") from exc
+        verify(spec, partial)
+        shutil.move(str(partial), target)
+    return target
+
+
+def verify(spec: WeightFile, path: Path) -> None:
+    """Raise :class:`WeightsNotFoundError` unless ``path`` is the file ``spec`` describes."""
+    data_hash = hashlib.sha256()
+    blob_hash = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            data_hash.update(chunk)
+            blob_hash.update(chunk)
+    digest = data_hash.hexdigest()
+    if spec.sha256 is not None:
+        ok, expected = digest == spec.sha256, spec.sha256
+    elif spec.sha256_prefix is not None:
+        ok, expected = digest.startswith(spec.sha256_prefix), spec.sha256_prefix + "..."
+    elif spec.git_blob_sha1 is not None:
+        ok, expected = blob_hash.hexdigest() == spec.git_blob_sha1, f"git blob {spec.git_blob_sha1}"
+        digest = f"git blob {blob_hash.hexdigest()}"
+    elif spec.hf_repo is not None:
+        expected = _hub_sha256(spec)
+        ok = digest == expected
+    else:  # pragma: no cover - every registered file has a check
+        raise AssertionError(f"{spec.filename} has no integrity check")
+    if not ok:
+        raise WeightsNotFoundError(
+            f"the download of {spec.filename} is corrupt (sha256 {digest}, expected {expected}); "
+            f"delete it and try again, or fetch {spec.url} by hand"
+        )
+
+
+def _source_url(spec: WeightFile) -> str:
+    if spec.hf_repo is None:
+        return spec.url
+    from huggingface_hub import hf_hub_url  # honours HF_ENDPOINT mirrors
+
+    return hf_hub_url(spec.hf_repo, spec.hf_path)
+
+
+def _hub_sha256(spec: WeightFile) -> str:
+    from huggingface_hub import HfApi
+
+    info = HfApi().get_paths_info(spec.hf_repo, [spec.hf_path])[0]
+    if getattr(info, "lfs", None) is None:
+        raise WeightsNotFoundError(f"the hub does not report a sha256 for {spec.hf_repo}/{spec.hf_path}")
+    return info.lfs.sha256
+
+
+def _download(url: str, destination: Path, progress: Progress | None) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "ComfyUI-MagicFace"})
+    with urllib.request.urlopen(request, timeout=60) as response, open(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        done = 0
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            out.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+
+
+def _missing(spec: WeightFile, target: Path, why: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{spec.filename} is needed but not on this machine, and {why}. "
+        f"Download it from {spec.url} (about {spec.approx_mb} MB) and save it as {target}."
+    )
