@@ -15,7 +15,7 @@ a large face keeps its sharpness.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ class CropTransform:
         scale = (FRAME[1] - FRAME[0]) * size / CROP_SIZE / (BOX_SPAN * box.width)
         cx, cy = box.center
         return cls(cx, cy, scale, image_shape[1], image_shape[0], box.width, box.height, size)
+
+    def resized(self, size: int) -> "CropTransform":
+        """The same framing at another crop size (an upscaled edit pastes back through this)."""
+        return replace(self, scale=self.scale * size / self.size, size=size)
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=np.float64)
@@ -126,9 +130,12 @@ def paste_back(original: np.ndarray, edited: np.ndarray, transform: CropTransfor
     """
     from PIL import Image
 
+    if edited.shape[0] != edited.shape[1]:
+        raise ImageInputError(f"the edited crop is {edited.shape[1]}x{edited.shape[0]}; a crop is square")
+    if mask is not None and np.asarray(mask).shape != edited.shape[:2]:
+        raise ImageInputError(f"the mask is {np.asarray(mask).shape[::-1]}, the edited crop {edited.shape[1::-1]}")
+    transform = transform.resized(edited.shape[0])
     size = transform.size
-    if edited.shape[:2] != (size, size):
-        raise ImageInputError(f"the edited crop is {edited.shape[1]}x{edited.shape[0]}, its transform expects {size}x{size}")
     if original.shape[:2] != (transform.source_height, transform.source_width):
         raise ImageInputError(
             f"the photo is {original.shape[1]}x{original.shape[0]} but the crop was taken from a "

@@ -82,7 +82,7 @@ def test_crop_transform_guards():
     crop, t = crop_face(photo, FaceBox(520, 300, 780, 620))
     with pytest.raises(ImageInputError):
         paste_back(photo[:500], crop, t)
-    with pytest.raises(ImageInputError):
+    with pytest.raises(ImageInputError, match="square"):
         paste_back(photo, crop[:256], t)
     with pytest.raises(ImageInputError, match="at least"):
         crop_face(photo, FaceBox(10, 10, 20, 22))
@@ -115,3 +115,14 @@ def test_image_formats_are_normalised():
     with pytest.raises(ImageInputError, match="Crop the face first"):
         as_portrait(np.zeros((300, 200, 3), np.uint8))
     assert as_portrait(np.zeros((256, 256, 3), np.uint8)).shape == (512, 512, 3)
+
+
+def test_an_upscaled_edit_pastes_back_at_its_own_resolution():
+    photo = _photo()
+    crop, t = crop_face(photo, FaceBox(520, 300, 780, 620))
+    big_unedited = crop_to_transform(photo, t.resized(1024))
+    assert big_unedited.shape == (1024, 1024, 3)
+    assert np.array_equal(paste_back(photo, big_unedited, t), photo)
+    upscaled = np.asarray(Image.fromarray(crop).resize((1024, 1024), Image.LANCZOS))
+    result = paste_back(photo, upscaled, t, keep_detail=False)
+    assert np.abs(result.astype(int) - photo).mean() < 3

@@ -1,0 +1,32 @@
+"""ComfyUI nodes over magicface_core; each module holds the nodes of one task."""
+
+from .au_nodes import MagicFaceAUDeltaBatch, MagicFaceAUDeltaEditor, MagicFaceAUEstimate, MagicFaceAUSweep
+from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFacePasteBack
+from .models import MagicFaceModelLoader
+from .sampling import MagicFaceIDEncoder, MagicFaceKSampler
+
+NODE_CLASS_MAPPINGS = {
+    "MagicFaceModelLoader": MagicFaceModelLoader,
+    "MagicFaceAUEstimate": MagicFaceAUEstimate,
+    "MagicFaceAUDeltaEditor": MagicFaceAUDeltaEditor,
+    "MagicFaceAUSweep": MagicFaceAUSweep,
+    "MagicFaceAUDeltaBatch": MagicFaceAUDeltaBatch,
+    "MagicFaceFaceCrop": MagicFaceFaceCrop,
+    "MagicFaceFaceParseContour": MagicFaceFaceParseContour,
+    "MagicFaceIDEncoder": MagicFaceIDEncoder,
+    "MagicFaceKSampler": MagicFaceKSampler,
+    "MagicFacePasteBack": MagicFacePasteBack,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MagicFaceModelLoader": "MagicFace Model Loader",
+    "MagicFaceAUEstimate": "MagicFace AU Estimate",
+    "MagicFaceAUDeltaEditor": "MagicFace AU Delta Editor",
+    "MagicFaceAUSweep": "MagicFace AU Sweep",
+    "MagicFaceAUDeltaBatch": "MagicFace AU Delta Batch",
+    "MagicFaceFaceCrop": "MagicFace Face Crop",
+    "MagicFaceFaceParseContour": "MagicFace Face Parse + Contour",
+    "MagicFaceIDEncoder": "MagicFace ID Encoder",
+    "MagicFaceKSampler": "MagicFace KSampler",
+    "MagicFacePasteBack": "MagicFace Paste Back",
+}

@@ -1,0 +1,76 @@
+"""Conversions between ComfyUI's IMAGE/MASK/VAE/CONDITIONING and what the core takes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..magicface_core import ImageInputError
+from ..magicface_core.imaging import PORTRAIT_SIZE
+
+logger = logging.getLogger(__name__)
+
+
+def to_arrays(images: torch.Tensor) -> list[np.ndarray]:
+    """IMAGE ``[B,H,W,C]`` floats -> HxWx3 uint8 arrays (alpha dropped, gray expanded)."""
+    images = images[..., :3]
+    if images.shape[-1] == 1:
+        images = images.expand(*images.shape[:-1], 3)
+    array = (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return list(array)
+
+
+def to_image(arrays: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays)).float() / 255.0
+
+
+def to_mask(arrays: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
+
+def portrait_pixels(images: torch.Tensor, what: str) -> torch.Tensor:
+    """IMAGE at 512x512: square images are resized, others need the Face Crop node first."""
+    if images.ndim != 4:
+        raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got shape {tuple(images.shape)}")
+    height, width = images.shape[1:3]
+    images = images[..., :3]
+    if (height, width) == (PORTRAIT_SIZE, PORTRAIT_SIZE):
+        return images
+    if height != width:
+        raise ImageInputError(
+            f"{what} is {width}x{height}; MagicFace edits 512x512 face crops. Put a MagicFace Face Crop node "
+            "before it (and MagicFace Paste Back after decoding to return to the full photo)."
+        )
+    logger.info("%s: resizing %dx%d to 512x512", what, width, height)
+    resized = F.interpolate(images.movedim(-1, 1), (PORTRAIT_SIZE, PORTRAIT_SIZE), mode="bilinear",
+                            antialias=True, align_corners=False)
+    return resized.movedim(1, -1).clamp(0, 1)
+
+
+def vae_encode(vae, pixels: torch.Tensor, what: str) -> torch.Tensor:
+    """Unscaled SD 1.5 latents of ``pixels`` with ComfyUI's VAE (what VAEEncode returns)."""
+    latents = vae.encode(pixels)
+    if latents.ndim != 4 or latents.shape[1] != 4:
+        raise ImageInputError(
+            f"{what}: this VAE makes latents of shape {tuple(latents.shape[1:])}; MagicFace needs Stable "
+            "Diffusion 1.5's VAE (4 channels). Load an SD 1.5 checkpoint or VAE."
+        )
+    return latents
+
+
+def text_embeds(conditioning, expected_dim: int) -> torch.Tensor:
+    """The CLIP hidden states from CONDITIONING (the prompt should be "A close up of a person.")."""
+    if not conditioning:
+        raise ImageInputError("the CONDITIONING input is empty; encode \"A close up of a person.\" with SD 1.5's CLIP")
+    if len(conditioning) > 1:
+        logger.warning("MagicFace uses only the first of %d conditionings", len(conditioning))
+    embeds = conditioning[0][0]
+    if embeds.ndim != 3 or embeds.shape[-1] != expected_dim:
+        raise ImageInputError(
+            f"the CONDITIONING has {embeds.shape[-1]} features per token, MagicFace needs {expected_dim} "
+            "(Stable Diffusion 1.5's CLIP text encoder). Use the CLIP of an SD 1.5 checkpoint."
+        )
+    return embeds

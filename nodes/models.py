@@ -1,0 +1,68 @@
+"""MagicFace Model Loader: the two UNets from ``models/magicface``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..magicface_core import MagicFace, WeightsNotFoundError
+from ..magicface_core.checkpoint import is_published_layout
+from ..magicface_core.hub import MAGICFACE_DOWNLOAD_GB, MAGICFACE_PATTERNS, MAGICFACE_REPO, snapshot
+from . import host
+from .types import CATEGORY, MAGICFACE_MODEL, LoadedMagicFace
+
+DOWNLOAD_CHOICE = f"download {MAGICFACE_REPO} ({MAGICFACE_DOWNLOAD_GB:.1f} GB)"
+DOWNLOAD_FOLDER = MAGICFACE_REPO.replace("/", "--")
+DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
+
+
+def available_weights() -> dict[str, Path]:
+    """Published-layout folders and our .safetensors files under every magicface model folder."""
+    found: dict[str, Path] = {}
+    for root in host.magicface_dirs():
+        if not root.is_dir():
+            continue
+        if is_published_layout(root):
+            found.setdefault(root.name, root)
+        for path in sorted(root.iterdir()):
+            if path.is_dir() and is_published_layout(path):
+                found.setdefault(path.name, path)
+            elif path.suffix == ".safetensors":
+                found.setdefault(path.name, path)
+    return found
+
+
+def resolve(name: str) -> Path:
+    weights = available_weights()
+    if name in weights:
+        return weights[name]
+    target = host.magicface_dirs()[0] / DOWNLOAD_FOLDER
+    if name == DOWNLOAD_CHOICE:
+        return snapshot(MAGICFACE_REPO, MAGICFACE_PATTERNS, target, MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
+    raise WeightsNotFoundError(
+        f"no MagicFace weights named {name!r} in {', '.join(str(d) for d in host.magicface_dirs())}. "
+        f"Download denoising_unet/ and ID_enc/ from https://huggingface.co/{MAGICFACE_REPO} into {target} "
+        f"(or pick '{DOWNLOAD_CHOICE}'), then refresh the page."
+    )
+
+
+class MagicFaceModelLoader:
+    DESCRIPTION = "Loads MagicFace's ID encoder and AU-conditioned denoising UNet (SD 1.5 sized)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MAGICFACE_MODEL,)
+    RETURN_NAMES = ("magicface_model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "weights": (list(available_weights()) + [DOWNLOAD_CHOICE], {
+                "tooltip": "A folder in the published layout (denoising_unet/ + ID_enc/) or a .safetensors file "
+                           "written by this pack, under models/magicface. The download choice fetches the "
+                           "authors' weights there."}),
+            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "auto: half precision on GPU, fp32 on CPU"}),
+        }}
+
+    def load(self, weights: str, dtype: str):
+        model = MagicFace.from_pretrained(resolve(weights), device=host.offload_device(), dtype=host.model_dtype(dtype))
+        loaded = LoadedMagicFace(model, host.ManagedModule(model.denoiser), host.ManagedModule(model.id_encoder), weights)
+        return (loaded,)

@@ -1,0 +1,30 @@
+"""The custom socket types our nodes exchange (the names are written into workflow files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..magicface_core import MagicFace
+from .host import ManagedModule
+
+MAGICFACE_MODEL = "MAGICFACE_MODEL"  # LoadedMagicFace
+MAGICFACE_ID = "MAGICFACE_ID"  # magicface_core.IdentityFeatures
+AU_VECTOR = "AU_VECTOR"  # magicface_core.AUVector of absolute intensities (0..5), one row per image
+AU_DELTA = "AU_DELTA"  # magicface_core.AUVector of variations, one row per edit
+MAGICFACE_CROP = "MAGICFACE_CROP"  # tuple of magicface_core.face_crop.CropTransform, one per image
+
+CATEGORY = "MagicFace"
+
+
+@dataclass
+class LoadedMagicFace:
+    """MagicFace's two UNets, each under ComfyUI's memory management."""
+
+    model: MagicFace
+    denoiser: ManagedModule
+    id_encoder: ManagedModule
+    name: str
+
+    @property
+    def text_dim(self) -> int:
+        return self.model.denoiser.config.cross_attention_dim

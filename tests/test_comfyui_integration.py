@@ -1,0 +1,245 @@
+"""The pack inside a real ComfyUI, driven through its HTTP API (skipped unless COMFYUI_DIR is set).
+
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python python -m pytest tests/test_comfyui_integration.py
+
+Starts ComfyUI on loopback (``--cpu``) with a fresh base directory holding this pack and small
+random weights in the formats ComfyUI's loaders read, then: checks the server's node
+definitions against ours, validates every workflow in workflows/ against the server, runs each
+to its saved images, and cancels a run in the middle of sampling.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, socket_inputs, to_api, our_definitions, widget_slots
+from tests.conftest import OFFICIAL, REPO
+from tests.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+TEST_FILES = {  # widget -> the small file this test provides
+    ("CheckpointLoaderSimple", "ckpt_name"): "sd15-tiny.safetensors",
+    ("UpscaleModelLoader", "model_name"): "tiny-x2.pth",
+    ("MagicFaceModelLoader", "weights"): "magicface-tiny",
+}
+pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set (no ComfyUI checkout to run in)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: Path):
+        self.base = base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = base / "comfyui.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                 "--base-directory", str(base), "--disable-auto-launch"],
+                cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited: {self.log.read_text()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError("ComfyUI did not start within 5 minutes")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read()
+            return json.loads(text) if text else None
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class WebSocket:
+    """Just enough of RFC 6455 to read ComfyUI's status messages (text frames, server to client)."""
+
+    def __init__(self, port: int, client_id: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        header = b""
+        while b"\r\n\r\n" not in header:
+            header += self.sock.recv(1)
+        assert b" 101 " in header.split(b"\r\n")[0], header
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            data += chunk
+        return data
+
+    def messages(self):
+        while True:
+            first, second = self._exact(2)
+            length = second & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self._exact(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self._exact(8))[0]
+            payload = self._exact(length)
+            if first & 0x0F == 1:  # text; binary frames are previews
+                yield json.loads(payload)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfyui-base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "ComfyUI-MagicFace").symlink_to(REPO, target_is_directory=True)
+    models = base / "models"
+    subprocess.run([COMFYUI_PYTHON, str(REPO / "tests" / "comfyui_test_models.py"), COMFYUI_DIR, str(models)],
+                   check=True, capture_output=True)
+    magicface = models / "magicface"
+    write_published_checkpoint(magicface / "magicface-tiny", parts=random_published_parts({**TINY, "cross_attention_dim": 768}))
+    write_face_weights(magicface)
+    (base / "input").mkdir()
+    for name in ("00381.png", "00025.png"):
+        shutil.copy(OFFICIAL / name, base / "input" / name)
+    server = Server(base)
+    yield server
+    server.stop()
+
+
+def _prepared(server, workflow_path: Path, steps: int) -> tuple[dict, dict]:
+    definitions = server.get("/object_info")
+    prompt = to_api(json.loads(workflow_path.read_text()), definitions)
+    for node in prompt.values():
+        for (kind, widget), value in TEST_FILES.items():
+            if node["class_type"] == kind:
+                node["inputs"][widget] = value
+        if node["class_type"] == "MagicFaceKSampler":
+            node["inputs"]["steps"] = steps
+    return prompt, definitions
+
+
+def test_pack_loads_and_every_node_matches_its_declaration(server, pack):
+    ours = [line for line in server.log.read_text().splitlines() if "custom_nodes" in line and "ComfyUI-MagicFace" in line]
+    assert ours and not any("IMPORT FAILED" in line for line in ours), ours
+    definitions = server.get("/object_info")
+    for key, ours in our_definitions(pack).items():
+        theirs = definitions[key]
+        assert theirs["output"] == ours["output"] and theirs["output_name"] == ours["output_name"], key
+        for section in ("required", "optional"):
+            assert list(theirs["input"].get(section, {})) == list(ours["input"].get(section, {})), (key, section)
+            for name, spec in ours["input"].get(section, {}).items():
+                assert input_kind(theirs["input"][section][name]) == input_kind(spec), (key, name)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_validates_against_the_server(server, workflow):
+    definitions = server.get("/object_info")
+    graph = json.loads(workflow.read_text())
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    for link_id, source, out_slot, target, in_slot, kind in graph["links"]:
+        source_def, target_def = definitions[nodes[source]["type"]], definitions[nodes[target]["type"]]
+        assert source_def["output"][out_slot] == kind
+        name, socket_kind, _ = socket_inputs(target_def)[in_slot]
+        assert socket_kind == kind and nodes[target]["inputs"][in_slot]["name"] == name
+    for node in graph["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        slots = widget_slots(definitions[node["type"]])
+        assert len(slots) == len(node["widgets_values"]), node["type"]
+        for (name, spec), value in zip(slots, node["widgets_values"]):
+            options = combo_options(spec) if spec else None
+            if options and (node["type"], name) not in TEST_FILES:
+                assert value in options, (node["type"], name, value)
+
+
+def _run(server, prompt: dict, timeout: float = 900) -> dict:
+    prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = server.get(f"/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+            return history[prompt_id]
+        time.sleep(1)
+    raise TimeoutError(f"prompt {prompt_id} did not finish")
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs_to_saved_images(server, workflow):
+    prompt, _ = _prepared(server, workflow, steps=3)
+    entry = _run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    saved = [image for output in entry["outputs"].values() for image in output.get("images", [])]
+    assert saved, entry["outputs"]
+    for image in saved:
+        if image.get("type") == "output":
+            assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
+
+
+def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
+    prompt, _ = _prepared(server, WORKFLOWS[0], steps=200)
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MagicFaceKSampler")
+    client_id = uuid.uuid4().hex
+    ws = WebSocket(server.port, client_id)
+    try:
+        prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+        interrupted_at = progress_at_interrupt = None
+        for message in ws.messages():
+            data = message.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if message["type"] == "progress" and data.get("node") == sampler_id and interrupted_at is None:
+                assert data["max"] == 200
+                if data["value"] >= 3:
+                    progress_at_interrupt = data["value"]
+                    server.post("/interrupt", {})
+                    interrupted_at = time.time()
+            if message["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                break
+    finally:
+        ws.close()
+    assert message["type"] == "execution_interrupted", message
+    assert message["data"]["node_id"] == sampler_id
+    assert time.time() - interrupted_at < 15
+    assert progress_at_interrupt < 200
+    history = server.get(f"/history/{prompt_id}")[prompt_id]
+    assert history["status"]["status_str"] == "error"

@@ -1,0 +1,212 @@
+"""Write the example workflows in workflows/ (ComfyUI's UI format) from short graph descriptions.
+
+    python tools/build_workflows.py
+
+Widget order and socket layout come from the nodes' own definitions (ours, and ComfyUI
+v0.8.0's built-ins as saved in tests/data), so the files stay in step with the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.comfy_graph import combo_options, load_builtins, our_definitions, socket_inputs, widget_slots  # noqa: E402
+from tests.conftest import load_pack  # noqa: E402
+
+SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+MAGICFACE_WEIGHTS = "mengtingwei--magicface"  # the folder the loader's download choice creates
+PROMPT = "A close up of a person."
+UPSCALER = "4x-UltraSharp.pth"
+
+
+class Graph:
+    def __init__(self, definitions: dict):
+        self.definitions = definitions
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def node(self, kind: str, pos: tuple[int, int], title: str | None = None, size=(320, 120), **widgets) -> dict:
+        node_id = len(self.nodes) + 1
+        if kind == "Note":
+            node = {"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "flags": {}, "order": 0,
+                    "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [widgets["text"]],
+                    "color": "#432", "bgcolor": "#653"}
+            self.nodes.append(node)
+            return node
+        definition = self.definitions[kind]
+        values = []
+        for name, spec in widget_slots(definition):
+            if spec is None:  # values the frontend adds after a widget
+                values.append("fixed" if name.endswith("control_after_generate") else "image")
+                continue
+            options = spec[1] if len(spec) > 1 else {}
+            values.append(widgets.pop(name) if name in widgets else options.get("default", _first_choice(spec)))
+        if widgets:
+            raise KeyError(f"{kind} has no widgets {sorted(widgets)}")
+        node = {
+            "id": node_id, "type": kind, "pos": list(pos), "size": list(size), "flags": {}, "order": node_id,
+            "mode": 0,
+            "inputs": [{"name": name, "type": socket, "link": None} for name, socket, _ in socket_inputs(definition)],
+            "outputs": [{"name": name, "type": kind_, "links": [], "slot_index": i}
+                        for i, (name, kind_) in enumerate(zip(definition["output_name"], definition["output"]))],
+            "properties": {"Node name for S&R": kind},
+            "widgets_values": values,
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    def link(self, source: dict, output: str, target: dict, input_name: str) -> None:
+        out_slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
+        in_slot = next(i for i, s in enumerate(target["inputs"]) if s["name"] == input_name)
+        kind = source["outputs"][out_slot]["type"]
+        link_id = len(self.links) + 1
+        self.links.append([link_id, source["id"], out_slot, target["id"], in_slot, kind])
+        source["outputs"][out_slot]["links"].append(link_id)
+        target["inputs"][in_slot]["link"] = link_id
+
+    def workflow(self) -> dict:
+        return {
+            "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+            "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [0, 0]}},
+            "version": 0.4,
+        }
+
+
+def _first_choice(spec):
+    options = combo_options(spec)
+    return options[0] if options else None
+
+
+def shared_front(g: Graph, image_name: str, note: str):
+    """Photo -> crop -> condition; SD 1.5 CLIP/VAE and the prompt; MagicFace model; identity."""
+    g.node("Note", (20, -230), size=(560, 190), text=note)
+    photo = g.node("LoadImage", (20, 0), "Photo", size=(300, 320), image=image_name)
+    crop = g.node("MagicFaceFaceCrop", (360, 0))
+    g.link(photo, "IMAGE", crop, "image")
+    parse = g.node("MagicFaceFaceParseContour", (360, 180))
+    g.link(crop, "portrait", parse, "image")
+    checkpoint = g.node("CheckpointLoaderSimple", (20, 380), "SD 1.5 (for its CLIP and VAE)", ckpt_name=SD15_CHECKPOINT)
+    prompt = g.node("CLIPTextEncode", (360, 380), "MagicFace prompt (keep as is)", size=(320, 100), text=PROMPT)
+    g.link(checkpoint, "CLIP", prompt, "clip")
+    model = g.node("MagicFaceModelLoader", (20, 560), weights=MAGICFACE_WEIGHTS)
+    identity = g.node("MagicFaceIDEncoder", (720, 0))
+    g.link(model, "magicface_model", identity, "magicface_model")
+    g.link(crop, "portrait", identity, "image")
+    g.link(checkpoint, "VAE", identity, "vae")
+    g.link(prompt, "CONDITIONING", identity, "conditioning")
+    return {"photo": photo, "crop": crop, "parse": parse, "checkpoint": checkpoint, "prompt": prompt,
+            "model": model, "identity": identity}
+
+
+def sampler(g: Graph, front: dict, delta_node: dict, pos, **widgets) -> dict:
+    ksampler = g.node("MagicFaceKSampler", pos, size=(320, 330), **widgets)
+    g.link(front["model"], "magicface_model", ksampler, "magicface_model")
+    g.link(front["identity"], "identity", ksampler, "identity")
+    g.link(front["parse"], "condition", ksampler, "condition")
+    g.link(front["checkpoint"], "VAE", ksampler, "vae")
+    g.link(delta_node, "au_delta", ksampler, "au_delta")
+    g.link(front["prompt"], "CONDITIONING", ksampler, "conditioning")
+    decode = g.node("VAEDecode", (pos[0] + 360, pos[1]))
+    g.link(ksampler, "LATENT", decode, "samples")
+    g.link(front["checkpoint"], "VAE", decode, "vae")
+    return decode
+
+
+def paste_and_save(g: Graph, front: dict, edited: dict, pos, prefix: str) -> None:
+    paste = g.node("MagicFacePasteBack", pos)
+    g.link(front["photo"], "IMAGE", paste, "original")
+    g.link(edited, "IMAGE", paste, "edited")
+    g.link(front["crop"], "crop", paste, "crop")
+    save = g.node("SaveImage", (pos[0] + 360, pos[1]), size=(400, 420), filename_prefix=prefix)
+    g.link(paste, "image", save, "images")
+
+
+NOTE = ("Needs: an SD 1.5 checkpoint in models/checkpoints (for its CLIP and VAE), and the MagicFace weights: "
+        "pick 'download mengtingwei/magicface' in the loader once (6.9 GB into models/magicface). Face "
+        "detection, parsing and AU weights download on first use into models/magicface/<backend>/.")
+
+
+def edit_portrait(defs: dict) -> dict:
+    g = Graph(defs)
+    front = shared_front(g, "00381.png", "Edit one portrait with the AU sliders.\n" + NOTE)
+    editor = g.node("MagicFaceAUDeltaEditor", (720, 180), size=(340, 520),
+                    AU6_cheek_raiser=2.0, AU12_lip_corner_puller=3.0)
+    decode = sampler(g, front, editor, (1100, 0), seed=42)
+    preview = g.node("PreviewImage", (1460, 160), "Edited crop", size=(300, 320))
+    g.link(decode, "IMAGE", preview, "images")
+    paste_and_save(g, front, decode, (1460, 520), "magicface/edit")
+    return g.workflow()
+
+
+def expression_transfer(defs: dict) -> dict:
+    g = Graph(defs)
+    front = shared_front(g, "00381.png", "Expression transfer: the AUs of the driving photo minus the AUs of "
+                                         "the photo give the edit.\n" + NOTE)
+    driving = g.node("LoadImage", (20, 740), "Driving expression", size=(300, 320), image="00025.png")
+    source_aus = g.node("MagicFaceAUEstimate", (720, 180), "AUs of the photo")
+    target_aus = g.node("MagicFaceAUEstimate", (720, 360), "AUs of the driving photo")
+    g.link(front["crop"], "portrait", source_aus, "image")
+    g.link(driving, "IMAGE", target_aus, "image")
+    editor = g.node("MagicFaceAUDeltaEditor", (720, 540), size=(340, 520))
+    g.link(source_aus, "aus", editor, "source_aus")
+    g.link(target_aus, "aus", editor, "target_aus")
+    decode = sampler(g, front, editor, (1100, 0), seed=42)
+    paste_and_save(g, front, decode, (1460, 520), "magicface/transfer")
+    return g.workflow()
+
+
+def au_sweep(defs: dict) -> dict:
+    g = Graph(defs)
+    front = shared_front(g, "00381.png", "AU sweep: one AU from -6 to +6 as one batch (same noise for every "
+                                         "frame), saved as an animation and as frames.\n" + NOTE)
+    sweep = g.node("MagicFaceAUSweep", (720, 180), au="AU12", start=-6.0, stop=6.0, step=2.0)
+    decode = sampler(g, front, sweep, (1100, 0), seed=42)
+    animation = g.node("SaveAnimatedWEBP", (1460, 0), size=(400, 460), filename_prefix="magicface/sweep", fps=4.0)
+    g.link(decode, "IMAGE", animation, "images")
+    frames = g.node("SaveImage", (1460, 500), size=(400, 420), filename_prefix="magicface/sweep_frame")
+    g.link(decode, "IMAGE", frames, "images")
+    return g.workflow()
+
+
+def edit_then_upscale(defs: dict) -> dict:
+    g = Graph(defs)
+    front = shared_front(g, "00381.png", "Edit, then upscale the edited crop with an upscale model (put one in "
+                                         "models/upscale_models) before pasting it back: a large face in a big "
+                                         "photo comes back sharp.\n" + NOTE)
+    editor = g.node("MagicFaceAUDeltaEditor", (720, 180), size=(340, 520), AU1_inner_brow_raiser=2.0,
+                    AU2_outer_brow_raiser=2.0, AU5_upper_lid_raiser=1.0, AU26_jaw_drop=2.0)
+    decode = sampler(g, front, editor, (1100, 0), seed=42)
+    loader = g.node("UpscaleModelLoader", (1100, 380), model_name=UPSCALER)
+    upscale = g.node("ImageUpscaleWithModel", (1460, 160))
+    g.link(loader, "UPSCALE_MODEL", upscale, "upscale_model")
+    g.link(decode, "IMAGE", upscale, "image")
+    paste_and_save(g, front, upscale, (1460, 520), "magicface/edit_upscaled")
+    return g.workflow()
+
+
+WORKFLOWS = {
+    "1_edit_portrait.json": edit_portrait,
+    "2_expression_transfer.json": expression_transfer,
+    "3_au_sweep.json": au_sweep,
+    "4_edit_then_upscale.json": edit_then_upscale,
+}
+
+
+def main() -> None:
+    definitions = {**load_builtins(), **our_definitions(load_pack())}
+    out = REPO / "workflows"
+    out.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        (out / name).write_text(json.dumps(build(definitions), indent=1) + "\n")
+        print(f"wrote workflows/{name}")
+
+
+if __name__ == "__main__":
+    main()
