@@ -75,14 +75,19 @@ class FaceToolkit:
     def parse(self, image: np.ndarray) -> np.ndarray:
         return self._parser.parse(image)
 
-    def condition(self, portrait: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The condition image of a 512 portrait and its person mask (bool HxW)."""
         parsing = self.parse(portrait)
-        return render_condition(portrait, parsing, self.landmarks(portrait)), person_mask(parsing)
+        if landmarks is None:
+            landmarks = self.landmarks(portrait)
+        return render_condition(portrait, parsing, landmarks), person_mask(parsing)
 
-    def estimate_aus(self, images: list[np.ndarray], face_index: int = 0) -> AUVector:
-        """AU intensities (0..5) of the chosen face in each image."""
-        return self._au_estimator.estimate([(image, self.landmarks(image, face_index)) for image in images])
+    def estimate_aus(self, images: list[np.ndarray], face_index: int = 0,
+                     landmarks: list[np.ndarray] | None = None) -> AUVector:
+        """AU intensities (0..5) of the chosen face in each image (``landmarks`` if already known)."""
+        if landmarks is None:
+            landmarks = [self.landmarks(image, face_index) for image in images]
+        return self._au_estimator.estimate(list(zip(images, landmarks)))
 
 
 @functools.lru_cache(maxsize=4)

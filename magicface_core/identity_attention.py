@@ -68,6 +68,7 @@ class IdentityRecorder:
         if not self.blocks:
             raise CheckpointError("the ID encoder has no transformer blocks to take identity features from")
         self._tokens: list[torch.Tensor | None] | None = None
+        self._stop_early = True
         self._handles = [
             block.register_forward_pre_hook(partial(self._record, i), with_kwargs=True)
             for i, block in enumerate(self.blocks)
@@ -77,13 +78,18 @@ class IdentityRecorder:
         if self._tokens is None:  # not recording (e.g. a gradient-checkpoint recompute)
             return None
         self._tokens[index] = args[0] if args else kwargs["hidden_states"]
-        if index == len(self.blocks) - 1:
+        if self._stop_early and index == len(self.blocks) - 1:
             raise _RecordingComplete
         return None
 
-    def record(self, run: Callable[[], object]) -> IdentityFeatures:
-        """Call ``run`` (a forward pass of the encoder) and return the recorded block inputs."""
+    def record(self, run: Callable[[], object], stop_early: bool = True) -> IdentityFeatures:
+        """Call ``run`` (a forward pass of the encoder) and return the recorded block inputs.
+
+        With ``stop_early`` the pass ends at the last block's input, skipping work whose output is
+        unused; training passes False, because a DistributedDataParallel forward must run to its end.
+        """
         self._tokens = [None] * len(self.blocks)
+        self._stop_early = stop_early
         try:
             run()
         except _RecordingComplete:

@@ -157,13 +157,16 @@ def _byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-def write_tiny_sd15(folder: Path, seed: int = 0) -> Path:
-    """A diffusers SD 1.5 folder (vae/, text_encoder/, tokenizer/) with tiny random models."""
-    from diffusers import AutoencoderKL
+def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False) -> Path:
+    """A diffusers SD 1.5 folder (vae/, text_encoder/, tokenizer/, and unet/ for training) with tiny random models."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
+    if with_unet:
+        config = {k: v for k, v in published_config("ID_enc", TINY).items() if not k.startswith("_")}
+        UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
     vae = AutoencoderKL(block_out_channels=[32, 32, 32, 32], norm_num_groups=32, latent_channels=4,
                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                         layers_per_block=1)

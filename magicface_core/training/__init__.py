@@ -1,0 +1,1 @@
+"""Training MagicFace (the authors published none): config, data, initialisation from SD 1.5, the loop."""

@@ -1,0 +1,115 @@
+"""The prepared training set on disk, and the AU-condition rules applied to it.
+
+``python -m magicface_core.prepare`` writes ``index.json`` next to the images: every kept
+frame (its crop, its condition image, its AU intensities) and the same-clip pairs to train on.
+A pair trains the model to turn the *identity* frame into the *target* frame, given the
+target's condition image and the AU delta target - identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+INDEX_FILE = "index.json"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Frame:
+    clip: str
+    frame: int
+    image: str  # paths relative to the data folder
+    condition: str
+    aus: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Pair:
+    identity: int  # indices into the frame list
+    target: int
+
+
+def write_index(root: str | Path, frames: list[Frame], pairs: list[Pair], stats: dict) -> Path:
+    path = Path(root) / INDEX_FILE
+    payload = {"version": INDEX_VERSION, "frames": [asdict(f) for f in frames],
+               "pairs": [[p.identity, p.target] for p in pairs], "stats": stats}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)
+    return path
+
+
+def read_index(root: str | Path) -> tuple[list[Frame], list[Pair]]:
+    path = Path(root) / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: prepare the data first (python -m magicface_core.prepare)")
+    payload = json.loads(path.read_text())
+    frames = [Frame(f["clip"], f["frame"], f["image"], f["condition"], tuple(f["aus"])) for f in payload["frames"]]
+    return frames, [Pair(i, j) for i, j in payload["pairs"]]
+
+
+def load_rgb(path: Path, resolution: int) -> torch.Tensor:
+    """``[3, H, W]`` float in 0..1 at ``resolution``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (resolution, resolution):
+            image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+
+
+class PairDataset(Dataset):
+    def __init__(self, root: str | Path, resolution: int = 512):
+        self.root = Path(root)
+        self.resolution = resolution
+        self.frames, self.pairs = read_index(self.root)
+        if not self.pairs:
+            raise ValueError(f"{self.root} has no training pairs; prepare more clips or lower --min-gap")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        identity, target = self.frames[pair.identity], self.frames[pair.target]
+        return {
+            "identity": load_rgb(self.root / identity.image, self.resolution),
+            "target": load_rgb(self.root / target.image, self.resolution),
+            "condition": load_rgb(self.root / target.condition, self.resolution),
+            "au_delta": torch.tensor(target.aus, dtype=torch.float32) - torch.tensor(identity.aus, dtype=torch.float32),
+        }
+
+
+class EpochSampler(Sampler):
+    """A shuffled order that depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def apply_au_rules(delta: torch.Tensor, generator: torch.Generator, dropout: float, noise_std: float,
+                   no_change_threshold: float) -> torch.Tensor:
+    """The paper's AU condition: a ``dropout`` share of rows become all-zero (the unconditional case);
+    rows that genuinely mean "no change" get N(0, noise_std^2) noise so that they differ from those."""
+    dropped = torch.rand(delta.shape[0], generator=generator) < dropout
+    no_change = (delta.abs().amax(dim=1) <= no_change_threshold) & ~dropped
+    noise = torch.randn(delta.shape, generator=generator) * noise_std
+    out = torch.where(no_change[:, None], delta + noise, delta)
+    return torch.where(dropped[:, None], torch.zeros_like(out), out)
