@@ -152,10 +152,8 @@ def run_download(args) -> None:
     from . import hub, weights
 
     root = args.to or hub.cache_dir()
-    hub.snapshot(hub.MAGICFACE_REPO, hub.MAGICFACE_PATTERNS, root / hub.MAGICFACE_REPO.replace("/", "--"),
-                 hub.MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
-    hub.snapshot(hub.SD15_REPO, hub.SD15_PATTERNS, root / hub.SD15_REPO.replace("/", "--"),
-                 hub.SD15_DOWNLOAD_GB, "Stable Diffusion 1.5's VAE and text encoder")
+    print(f"MagicFace: {hub.fetch_magicface(root=root)}")
+    print(f"Stable Diffusion 1.5: {hub.fetch_sd15(root=root)}")
     for spec in weights.ALL_FILES:
         print(f"{spec.filename}: {weights.ensure_weight(spec, root / 'preprocessing')}")
 

@@ -65,29 +65,39 @@ def _has_all(folder: Path, patterns: list[str]) -> bool:
     return all(any(folder.glob(p)) for p in patterns)
 
 
+def local_folder(repo_id: str, root: str | os.PathLike | None = None) -> Path:
+    """Where a hub repository's files are kept: ``<root>/<owner>--<name>`` (root: the cache)."""
+    return Path(root or cache_dir()) / repo_id.replace("/", "--")
+
+
+def fetch_magicface(repo_id: str = MAGICFACE_REPO, root: str | os.PathLike | None = None) -> Path:
+    return snapshot(repo_id, MAGICFACE_PATTERNS, local_folder(repo_id, root), MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
+
+
+def fetch_sd15(repo_id: str = SD15_REPO, root: str | os.PathLike | None = None) -> Path:
+    return snapshot(repo_id, SD15_PATTERNS, local_folder(repo_id, root), SD15_DOWNLOAD_GB,
+                    "Stable Diffusion 1.5's VAE and text encoder")
+
+
+def _local_or_hub(text: str, fetch, missing: str) -> Path:
+    """A path that exists, else a hub repo id fetched into the cache, else ``missing`` as the error."""
+    local = Path(text).expanduser()
+    if local.exists():
+        return local
+    if looks_like_repo_id(text):
+        return fetch(text)
+    raise WeightsNotFoundError(missing)
+
+
 def resolve_magicface_weights(path: str | os.PathLike) -> Path:
     """A local checkpoint path; a hub repo id (``mengtingwei/magicface``) is downloaded first."""
-    text = str(path)
-    if Path(text).expanduser().exists():
-        return Path(text).expanduser()
-    if looks_like_repo_id(text):
-        return snapshot(text, MAGICFACE_PATTERNS, cache_dir() / text.replace("/", "--"),
-                        MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
-    raise WeightsNotFoundError(
-        f"no MagicFace weights at {text}. Download denoising_unet/ and ID_enc/ from "
-        f"https://huggingface.co/{MAGICFACE_REPO} into one folder and pass that folder."
-    )
+    return _local_or_hub(str(path), fetch_magicface, (
+        f"no MagicFace weights at {path}. Download denoising_unet/ and ID_enc/ from "
+        f"https://huggingface.co/{MAGICFACE_REPO} into one folder and pass that folder."))
 
 
 def resolve_sd15(path: str | os.PathLike | None) -> Path:
     """A local SD 1.5 diffusers folder (vae/, text_encoder/, tokenizer/), downloading those if needed."""
-    text = str(path) if path else SD15_REPO
-    if Path(text).expanduser().is_dir():
-        return Path(text).expanduser()
-    if looks_like_repo_id(text):
-        return snapshot(text, SD15_PATTERNS, cache_dir() / text.replace("/", "--"),
-                        SD15_DOWNLOAD_GB, "Stable Diffusion 1.5's VAE and text encoder")
-    raise WeightsNotFoundError(
-        f"no Stable Diffusion 1.5 folder at {text}. It needs vae/, text_encoder/ and tokenizer/ as in "
-        f"https://huggingface.co/{SD15_REPO}"
-    )
+    return _local_or_hub(str(path or SD15_REPO), fetch_sd15, (
+        f"no Stable Diffusion 1.5 folder at {path}. It needs vae/, text_encoder/ and tokenizer/ as in "
+        f"https://huggingface.co/{SD15_REPO}"))

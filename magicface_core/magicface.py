@@ -7,6 +7,7 @@ the usual scaled space; :meth:`MagicFace.sample` returns ``final / 0.18215``, re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Callable, Sequence
@@ -40,6 +41,8 @@ class MagicFace:
         self.id_encoder = id_encoder
         self.injection = IdentityInjection(denoiser)
         self.recorder = IdentityRecorder(id_encoder)
+        self._execution_device: torch.device | None = None  # set when offloading
+        self._denoise = denoiser  # what the sampling loop calls: the denoiser, or its compiled form
 
     # --- loading and saving -----------------------------------------------------------------
     @classmethod
@@ -79,15 +82,48 @@ class MagicFace:
     # --- placement --------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.denoiser.conv_in.weight.device
+        """Where the computation runs."""
+        return self._execution_device or self.denoiser.conv_in.weight.device
+
+    def enable_model_offload(self, execution_device: torch.device | str) -> "MagicFace":
+        """Low-VRAM mode: keep both UNets on the CPU and bring each to the GPU only while it runs,
+        so the ID encoder and the denoiser never occupy GPU memory together."""
+        self._execution_device = torch.device(execution_device)
+        return self.to("cpu")
+
+    @contextlib.contextmanager
+    def _placed(self, module: torch.nn.Module):
+        if self._execution_device is None:
+            yield
+            return
+        module.to(self._execution_device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self._execution_device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def compile(self, **options) -> "MagicFace":
+        """``torch.compile`` the denoiser for the sampling loop (the first edit pays the compile time;
+        ``options`` go to torch.compile). Weights, saving and offloading are unaffected."""
+        self._denoise = torch.compile(self.denoiser, **options)
+        return self
+
+    def enable_channels_last(self) -> "MagicFace":
+        """NHWC memory layout for the convolutions (often faster on recent GPUs; measure with the benchmark)."""
+        for module in (self.denoiser, self.id_encoder):
+            module.to(memory_format=torch.channels_last)
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
         return self.denoiser.conv_in.weight.dtype
 
     def to(self, device=None, dtype=None) -> "MagicFace":
-        self.denoiser.to(device=device, dtype=dtype)
-        self.id_encoder.to(device=device, dtype=dtype)
+        for module in (self.denoiser, self.id_encoder):
+            # nn.Module.to: diffusers' override warns on every dtype cast, even with nothing to keep in fp32.
+            torch.nn.Module.to(module, device=device, dtype=dtype)
         return self
 
     # --- the edit -----------------------------------------------------------------------------
@@ -96,11 +132,13 @@ class MagicFace:
         """Run the ID encoder once on unscaled identity latents ``[B,4,h,w]``; text ``[B,77,D]``."""
         _check_latents("id_latents", id_latents)
         batch = _batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
-        device, dtype = self.id_encoder.conv_in.weight.device, self.id_encoder.conv_in.weight.dtype
+        weight = self.id_encoder.conv_in.weight  # in ComfyUI each UNet is placed on its own
+        device, dtype = self._execution_device or weight.device, weight.dtype
         sample = _expand(id_latents, batch).to(device, dtype)
         text = _expand(text_embeds, batch).to(device, dtype)
         timestep = torch.tensor([ID_ENCODER_TIMESTEP], device=device)
-        return self.recorder.record(lambda: self.id_encoder(sample, timestep, encoder_hidden_states=text))
+        with self._placed(self.id_encoder):
+            return self.recorder.record(lambda: self.id_encoder(sample, timestep, encoder_hidden_states=text))
 
     @torch.no_grad()
     def sample(
@@ -162,15 +200,17 @@ class MagicFace:
 
         scheduler = make_scheduler(sampler)
         scheduler.set_timesteps(steps, device=device)
-        latents = _expand(noise, batch).to(device, torch.float32) * scheduler.init_noise_sigma
+        # The scheduler's state stays in at least fp32 whatever the model's precision.
+        state_dtype = torch.promote_types(torch.float32, dtype)
+        latents = _expand(noise, batch).to(device, state_dtype) * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
-        with self.injection.bind(features.to(device, dtype)):
+        with self._placed(self.denoiser), self.injection.bind(features.to(device, dtype)):
             for i, t in enumerate(timesteps):
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t).to(dtype)
-                eps = self.denoiser(
+                eps = self._denoise(
                     torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au
-                ).sample.float()
+                ).sample.to(state_dtype)
                 if guided:
                     eps_au, eps_zero = eps.chunk(2)
                     eps = eps_zero + guidance * (eps_au - eps_zero)

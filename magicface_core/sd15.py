@@ -47,6 +47,7 @@ def load_sd15(path: str | os.PathLike | None, device: torch.device | str, dtype:
         ) from exc
     for module in (vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
+    vae.enable_slicing()  # a batch of edits decodes one image at a time: same result, less peak memory
     return SD15Parts(vae, tokenizer, text_encoder)
 
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from ..magicface_core import MagicFace, WeightsNotFoundError
 from ..magicface_core.checkpoint import is_published_layout
-from ..magicface_core.hub import MAGICFACE_DOWNLOAD_GB, MAGICFACE_PATTERNS, MAGICFACE_REPO, snapshot
+from ..magicface_core.hub import MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface, local_folder
 from . import host
 from .types import CATEGORY, MAGICFACE_MODEL, LoadedMagicFace
 
 DOWNLOAD_CHOICE = f"download {MAGICFACE_REPO} ({MAGICFACE_DOWNLOAD_GB:.1f} GB)"
-DOWNLOAD_FOLDER = MAGICFACE_REPO.replace("/", "--")
 DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
 
 
@@ -35,9 +34,10 @@ def resolve(name: str) -> Path:
     weights = available_weights()
     if name in weights:
         return weights[name]
-    target = host.magicface_dirs()[0] / DOWNLOAD_FOLDER
+    root = host.magicface_dirs()[0]
+    target = local_folder(MAGICFACE_REPO, root)
     if name == DOWNLOAD_CHOICE:
-        return snapshot(MAGICFACE_REPO, MAGICFACE_PATTERNS, target, MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
+        return fetch_magicface(root=root)
     raise WeightsNotFoundError(
         f"no MagicFace weights named {name!r} in {', '.join(str(d) for d in host.magicface_dirs())}. "
         f"Download denoising_unet/ and ID_enc/ from https://huggingface.co/{MAGICFACE_REPO} into {target} "

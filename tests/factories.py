@@ -190,9 +190,8 @@ def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False) -> Pat
 
 # --- preprocessing weight files, in their published formats, random -------------------------
 
-def bisenet_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with the key names and shapes of 79999_iter.pth (listed from the authors' model)."""
-    shapes = json.loads((Path(__file__).parent / "data" / "bisenet_79999_iter_keys.json").read_text())
+def _random_state(shapes: dict[str, list[int]], seed: int, scale: float) -> dict[str, torch.Tensor]:
+    """Random tensors of the given shapes; BatchNorm statistics kept plausible."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in shapes.items():
@@ -201,11 +200,17 @@ def bisenet_state(seed: int = 0) -> dict[str, torch.Tensor]:
         elif key.endswith("running_var"):
             state[key] = torch.rand(shape, generator=generator) + 0.5
         else:
-            state[key] = torch.randn(shape, generator=generator) * 0.1
+            state[key] = torch.randn(shape, generator=generator) * scale
     return state
 
 
-def _bn(prefix: str, n: int, one_d: bool = False) -> dict[str, list[int]]:
+def bisenet_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors with the key names and shapes of 79999_iter.pth (listed from the authors' model)."""
+    shapes = json.loads((Path(__file__).parent / "data" / "bisenet_79999_iter_keys.json").read_text())
+    return _random_state(shapes, seed, 0.1)
+
+
+def _bn(prefix: str, n: int) -> dict[str, list[int]]:
     return {f"{prefix}.{p}": [n] for p in ("weight", "bias", "running_mean", "running_var")} | {
         f"{prefix}.num_batches_tracked": []}
 
@@ -231,16 +236,7 @@ def libreface_shapes() -> dict[str, list[int]]:
 
 def libreface_checkpoint(seed: int = 0) -> dict:
     """What LibreFace's training saves: {'model': state_dict, ...}."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in libreface_shapes().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=generator) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=generator) * 0.05
-    return {"model": state, "epoch": 3}
+    return {"model": _random_state(libreface_shapes(), seed, 0.05), "epoch": 3}
 
 
 def write_face_weights(root: Path, seed: int = 0) -> Path:

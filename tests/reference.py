@@ -38,11 +38,22 @@ def concat_then_keep_first_half(block, hidden: torch.Tensor, id_tokens: torch.Te
     return both[:, :n]
 
 
+def sdpa_attention(attn, x: torch.Tensor) -> torch.Tensor:
+    """The same attention through torch's fused kernel, as diffusers' default processor computes it."""
+    b, n, _ = x.shape
+    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+    d = q.shape[-1] // attn.heads
+    q, k, v = (t.view(b, n, attn.heads, d).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, attn.heads * d)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
 class NaiveIdentityProcessor:
     """Self-attention over [x, id] with 2N queries; ID keys/values recomputed at every call."""
 
-    def __init__(self, block):
+    def __init__(self, block, attention=plain_attention):
         self.norm1 = block.norm1
+        self.attention = attention
         self.id_tokens: torch.Tensor | None = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
@@ -51,7 +62,7 @@ class NaiveIdentityProcessor:
         if ids.shape[0] != hidden_states.shape[0]:
             ids = ids.repeat(hidden_states.shape[0] // ids.shape[0], 1, 1)
         both = torch.cat([hidden_states, self.norm1(ids)], dim=1)  # hidden_states is already norm1(x)
-        return plain_attention(attn, both)[:, :n]
+        return self.attention(attn, both)[:, :n]
 
 
 def forward_order(unet, *args, **kwargs) -> list:
@@ -73,7 +84,7 @@ def forward_order(unet, *args, **kwargs) -> list:
 class NaiveMagicFace:
     """Both UNets loaded straight from published-format (config, state) pairs, patched naively."""
 
-    def __init__(self, parts: dict, dtype=torch.float32, device="cpu"):
+    def __init__(self, parts: dict, dtype=torch.float32, device="cpu", attention=plain_attention):
         from diffusers import UNet2DConditionModel
 
         def build(config, state):
@@ -99,7 +110,7 @@ class NaiveMagicFace:
         self.deno_blocks = forward_order(self.denoiser, torch.zeros(1, 8, size, size, device=device, dtype=dtype),
                                          1, encoder_hidden_states=text)
         for block in self.deno_blocks:
-            block.attn1.set_processor(NaiveIdentityProcessor(block))
+            block.attn1.set_processor(NaiveIdentityProcessor(block, attention))
 
     def id_features(self, id_latents, text) -> list[torch.Tensor]:
         recorded = []

@@ -108,3 +108,43 @@ def test_bad_inputs_get_clear_errors(tiny_model):
         tiny_model.sample(features, torch.zeros(1, 4, 16, 16), AUVector.zeros(), inputs["text_embeds"], steps=2)
     with pytest.raises(ImageInputError, match="latents"):
         tiny_model.encode_identity(torch.zeros(1, 3, 8, 8), inputs["text_embeds"])
+
+
+def test_model_offload_gives_the_same_edit_and_leaves_weights_on_the_cpu(tiny_checkpoint):
+    from magicface_core import MagicFace
+
+    inputs = random_inputs(TINY)
+    plain = MagicFace.from_pretrained(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    offloaded = MagicFace.from_pretrained(tiny_checkpoint, device="cpu", dtype=torch.float32).enable_model_offload("cpu")
+    outputs = []
+    for model in (plain, offloaded):
+        features = model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
+        outputs.append(model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU2": 1}),
+                                    inputs["text_embeds"], steps=4, noise=inputs["noise"]))
+    assert torch.equal(outputs[0], outputs[1])
+    assert offloaded.denoiser.conv_in.weight.device.type == "cpu"
+
+
+def test_compile_routes_sampling_through_the_compiled_denoiser(tiny_checkpoint, tmp_path, monkeypatch):
+    """torch.compile itself takes a minute on a CPU (see docs/PERFORMANCE.md); here it is replaced by
+    a wrapper that counts calls, to check what MagicFace.compile changes and what it leaves alone."""
+    from magicface_core import MagicFace
+
+    model = MagicFace.from_pretrained(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    inputs = random_inputs(TINY)
+    features = model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
+    run = lambda: model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU9": 1}), inputs["text_embeds"],
+                               steps=3, noise=inputs["noise"])
+    eager = run()
+    calls, options_seen = [], []
+
+    def fake_compile(module, **options):
+        options_seen.append(options)
+        return lambda *args, **kwargs: calls.append(1) or module(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model.compile(mode="max-autotune")
+    assert torch.equal(run(), eager)
+    assert options_seen == [{"mode": "max-autotune"}] and len(calls) == 3
+    model.save_pretrained(tmp_path / "m.safetensors")  # the weights are the denoiser's, not a wrapper's
+    assert MagicFace.from_pretrained(tmp_path / "m.safetensors", device="cpu").denoiser.conv_in.in_channels == 8

@@ -168,9 +168,9 @@ def au_sweep(defs: dict) -> dict:
                                          "frame), saved as an animation and as frames.\n" + NOTE)
     sweep = g.node("MagicFaceAUSweep", (720, 180), au="AU12", start=-6.0, stop=6.0, step=2.0)
     decode = sampler(g, front, sweep, (1100, 0), seed=42)
-    animation = g.node("SaveAnimatedWEBP", (1460, 0), size=(400, 460), filename_prefix="magicface/sweep", fps=4.0)
+    animation = g.node("SaveAnimatedWEBP", (1820, 0), size=(400, 460), filename_prefix="magicface/sweep", fps=4.0)
     g.link(decode, "IMAGE", animation, "images")
-    frames = g.node("SaveImage", (1460, 500), size=(400, 420), filename_prefix="magicface/sweep_frame")
+    frames = g.node("SaveImage", (1820, 500), size=(400, 420), filename_prefix="magicface/sweep_frame")
     g.link(decode, "IMAGE", frames, "images")
     return g.workflow()
 

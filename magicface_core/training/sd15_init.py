@@ -43,10 +43,10 @@ def load_sd15_for_training(source: str | os.PathLike) -> SD15Training:
             ) from exc
         return SD15Training(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder)
     if not path.is_dir():
-        from ..hub import SD15_PATTERNS, cache_dir, snapshot
+        from ..hub import SD15_PATTERNS, local_folder, snapshot
 
         patterns = SD15_PATTERNS + ["unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
-        path = snapshot(str(source), patterns, cache_dir() / str(source).replace("/", "--"), 4.3,
+        path = snapshot(str(source), patterns, local_folder(str(source)), 4.3,
                         "Stable Diffusion 1.5 (UNet, VAE, text encoder)")
     return SD15Training(
         UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
