@@ -76,11 +76,11 @@ class ManagedModule:
             self.patcher = comfy.model_patcher.ModelPatcher(MagicFaceUNet(module), load_device=torch_device(),
                                                             offload_device=offload_device())
 
-    def load(self, memory_required: int = 0) -> None:
+    def load(self) -> None:
         """Bring the module to the compute device (others may be offloaded to make room)."""
         if self.patcher is not None:
             # Fully: plain torch modules cannot run with some weights left on the CPU.
-            _mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+            _mm.load_models_gpu([self.patcher], force_full_load=True)
         else:
             self.module.to(torch_device())
 
