@@ -67,17 +67,24 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
 
 
-def as_portrait(image: np.ndarray) -> np.ndarray:
-    """A 512x512 portrait: square images are resized; anything else needs a face crop first."""
-    height, width = image.shape[:2]
+def needs_resize_to_portrait(width: int, height: int, what: str = "the image") -> bool:
+    """Whether a portrait must be resized to 512x512; non-square images need a face crop first."""
     if (height, width) == (PORTRAIT_SIZE, PORTRAIT_SIZE):
-        return image
+        return False
     if height != width:
         raise ImageInputError(
-            f"the image is {width}x{height}; MagicFace edits 512x512 face crops. "
-            "Crop the face first (CLI: --crop; ComfyUI: the MagicFace Face Crop node) or give a square portrait."
+            f"{what} is {width}x{height}; MagicFace edits 512x512 face crops. Crop the face first "
+            "(CLI: --crop; ComfyUI: a MagicFace Face Crop node before, MagicFace Paste Back after decoding) "
+            "or give a square portrait."
         )
-    logger.info("resizing the %dx%d portrait to 512x512", width, height)
+    logger.info("%s: resizing %dx%d to 512x512", what, width, height)
+    return True
+
+
+def as_portrait(image: np.ndarray) -> np.ndarray:
+    """A 512x512 portrait: square images are resized; anything else needs a face crop first."""
+    if not needs_resize_to_portrait(image.shape[1], image.shape[0]):
+        return image
     return resize(image, (PORTRAIT_SIZE, PORTRAIT_SIZE))
 
 

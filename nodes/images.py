@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..magicface_core import ImageInputError
-from ..magicface_core.imaging import PORTRAIT_SIZE
+from ..magicface_core.imaging import PORTRAIT_SIZE, needs_resize_to_portrait
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +35,9 @@ def portrait_pixels(images: torch.Tensor, what: str) -> torch.Tensor:
     """IMAGE at 512x512: square images are resized, others need the Face Crop node first."""
     if images.ndim != 4:
         raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got shape {tuple(images.shape)}")
-    height, width = images.shape[1:3]
     images = images[..., :3]
-    if (height, width) == (PORTRAIT_SIZE, PORTRAIT_SIZE):
+    if not needs_resize_to_portrait(images.shape[2], images.shape[1], what):
         return images
-    if height != width:
-        raise ImageInputError(
-            f"{what} is {width}x{height}; MagicFace edits 512x512 face crops. Put a MagicFace Face Crop node "
-            "before it (and MagicFace Paste Back after decoding to return to the full photo)."
-        )
-    logger.info("%s: resizing %dx%d to 512x512", what, width, height)
     resized = F.interpolate(images.movedim(-1, 1), (PORTRAIT_SIZE, PORTRAIT_SIZE), mode="bilinear",
                             antialias=True, align_corners=False)
     return resized.movedim(1, -1).clamp(0, 1)
