@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError, AUVector, emotion_preset
-from ..magicface_core.face_tools import shared_toolkit
-from . import host
+from .host import face_toolkit
 from .images import to_arrays
 from .types import AU_DELTA, AU_VECTOR, CATEGORY
 
@@ -12,13 +11,6 @@ SLIDER_LIMIT = 10.0
 # Input names are stable (workflows store them): the AU and its muscle action.
 SLIDERS = {f"{name}_{AU_ACTIONS[name].replace(' ', '_')}": name for name in AU_NAMES}
 PRESET_NONE = "none"
-
-
-def face_toolkit(parser: str = "bisenet"):
-    toolkit = shared_toolkit(str(host.weights_root()), str(host.torch_device()), parser)
-    toolkit.search = host.preprocessing_search_dirs()
-    toolkit.progress = host.download_progress()
-    return toolkit
 
 
 class MagicFaceAUEstimate:

@@ -146,3 +146,13 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
             dirs.append(root)
             dirs.extend(p for p in root.iterdir() if p.is_dir())
     return tuple(dirs)
+
+
+def face_toolkit(parser: str = "bisenet"):
+    """The process-wide face networks, with weights under models/magicface and ComfyUI's progress bar."""
+    from ..magicface_core.face_tools import shared_toolkit
+
+    toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser)
+    toolkit.search = preprocessing_search_dirs()
+    toolkit.progress = download_progress()
+    return toolkit
