@@ -176,7 +176,7 @@ def test_workflow_validates_against_the_server(server, workflow):
     definitions = server.get("/object_info")
     graph = json.loads(workflow.read_text())
     nodes = {n["id"]: n for n in graph["nodes"]}
-    for link_id, source, out_slot, target, in_slot, kind in graph["links"]:
+    for _, source, out_slot, target, in_slot, kind in graph["links"]:
         source_def, target_def = definitions[nodes[source]["type"]], definitions[nodes[target]["type"]]
         assert source_def["output"][out_slot] == kind
         name, socket_kind, _ = socket_inputs(target_def)[in_slot]

@@ -1,7 +1,6 @@
 """Every node, called as ComfyUI calls it, on tiny random weights; outputs checked against declared types."""
 
 import inspect
-import shutil
 import subprocess
 import sys
 import textwrap

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from ..au import AUVector
 from ..magicface import LATENT_SCALE, MagicFace
 from ..schedulers import SD15_SCHEDULER_CONFIG
-from ..sd15 import MAGICFACE_PROMPT
 from .config import TrainConfig
 from .dataset import EpochSampler, PairDataset, apply_au_rules, load_rgb
 
@@ -258,6 +257,8 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
         module.eval()
     try:
         deltas = AUVector.cat([AUVector.parse(d) for d in config.validation_deltas])
+        device = text.device
+        encode = lambda images: vae.encode(images.to(device, vae.dtype) * 2 - 1).latent_dist.mode().float()
         seen, rows = set(), []
         for pair in dataset.pairs:
             frame = dataset.frames[pair.identity]
@@ -266,8 +267,6 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
             seen.add(frame.image)
             portrait = load_rgb(dataset.root / frame.image, config.resolution)[None]
             condition = load_rgb(dataset.root / frame.condition, config.resolution)[None]
-            device = text.device
-            encode = lambda images: vae.encode(images.to(device, vae.dtype) * 2 - 1).latent_dist.mode().float()
             features = magicface.encode_identity(encode(portrait), text)
             latents = magicface.sample(features, encode(condition), deltas, text, steps=config.validation_steps,
                                        guidance=config.validation_guidance, seed=config.seed)
