@@ -14,9 +14,9 @@ from .errors import (
     NoFaceError,
     WeightsNotFoundError,
 )
-from .identity_attention import IdentityFeatures
-from .magicface import LATENT_SCALE, MagicFace
-from .schedulers import SAMPLER_NAMES
+from .model.identity_attention import IdentityFeatures
+from .model.magicface import LATENT_SCALE, MagicFace
+from .model.schedulers import SAMPLER_NAMES
 
 __all__ = [
     "AU_ACTIONS", "AU_NAMES", "EMOTION_PRESETS", "AUVector", "emotion_preset",

@@ -6,6 +6,7 @@
     python -m magicface_core condition --image portrait.png --out condition.png
     python -m magicface_core convert WEIGHTS_DIR magicface_fp16.safetensors --dtype fp16
     python -m magicface_core download
+    python -m magicface_core prepare|train|evaluate ...   (see each one's --help)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .au import AU_NAMES, AUVector
 from .errors import MagicFaceError
-from .schedulers import SAMPLER_NAMES
+from .model.schedulers import SAMPLER_NAMES
 
 logger = logging.getLogger("magicface_core")
 
@@ -87,8 +88,8 @@ def _face_toolkit(args):
     import torch
 
     from . import devices
-    from .face_tools import FaceToolkit
-    from .hub import cache_dir
+    from .faces.toolkit import FaceToolkit
+    from .assets import cache_dir
 
     device = torch.device(args.device) if args.device else devices.default_device()
     return FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device, args.parser)
@@ -98,8 +99,8 @@ def run_edit(args) -> list[Path]:
     from . import devices
     from .edit import EditSettings, edit_photo
     from .imaging import load_image, save_image
-    from .magicface import MagicFace
-    from .sd15 import load_sd15
+    from .model.magicface import MagicFace
+    from .model.sd15 import load_sd15
 
     au_delta = parse_au_delta(args.au, args.variant)
     photo = load_image(args.image)
@@ -141,7 +142,7 @@ def run_condition(args) -> None:
 
 def run_convert(args) -> None:
     from .devices import DTYPES
-    from .magicface import MagicFace
+    from .model.magicface import MagicFace
 
     model = MagicFace.from_pretrained(args.source, device="cpu", dtype="fp32")
     model.save_pretrained(args.target, single_file=args.target.suffix == ".safetensors", dtype=DTYPES[args.dtype])
@@ -149,20 +150,33 @@ def run_convert(args) -> None:
 
 
 def run_download(args) -> None:
-    from . import hub, weights
+    from . import assets
 
-    root = args.to or hub.cache_dir()
-    print(f"MagicFace: {hub.fetch_magicface(root=root)}")
-    print(f"Stable Diffusion 1.5: {hub.fetch_sd15(root=root)}")
-    for spec in weights.ALL_FILES:
-        print(f"{spec.filename}: {weights.ensure_weight(spec, root / 'preprocessing')}")
+    root = args.to or assets.cache_dir()
+    print(f"MagicFace: {assets.fetch_magicface(root=root)}")
+    print(f"Stable Diffusion 1.5: {assets.fetch_sd15(root=root)}")
+    for spec in assets.ALL_FILES:
+        print(f"{spec.filename}: {assets.ensure_weight(spec, root / 'preprocessing')}")
 
 
 COMMANDS = {"edit": run_edit, "estimate": run_estimate, "condition": run_condition, "convert": run_convert,
             "download": run_download}
 
 
+# Commands with parsers of their own; ``python -m magicface_core.train`` etc. stay as aliases.
+FORWARDED = {
+    "prepare": "magicface_core.training.prepare",
+    "train": "magicface_core.train",
+    "evaluate": "magicface_core.evaluation.evaluate",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in FORWARDED:
+        import importlib
+
+        return importlib.import_module(FORWARDED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

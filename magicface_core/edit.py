@@ -12,11 +12,11 @@ from typing import Callable
 import numpy as np
 
 from .au import AUVector
-from .face_crop import paste_back
-from .face_tools import FaceToolkit
+from .faces.crop import paste_back
+from .faces.toolkit import FaceToolkit
 from .imaging import as_portrait, from_tensor, to_tensor
-from .magicface import MagicFace
-from .sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
+from .model.magicface import MagicFace
+from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..magicface_core import ImageInputError
-from ..magicface_core.face_crop import paste_back
-from ..magicface_core.face_tools import PARSERS
+from ..magicface_core.faces.crop import paste_back
+from ..magicface_core.faces.toolkit import PARSERS
 from .host import face_toolkit
 from .images import to_arrays, to_image, to_mask
 from .types import CATEGORY, MAGICFACE_CROP

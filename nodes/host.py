@@ -125,7 +125,7 @@ def download_progress():
 def magicface_dirs() -> list[Path]:
     """``models/magicface`` (first) and any extra paths from ``extra_model_paths.yaml``."""
     if not in_comfyui():
-        from ..magicface_core.hub import cache_dir
+        from ..magicface_core.assets import cache_dir
 
         return [Path(os.environ.get("MAGICFACE_MODELS") or cache_dir())]
     default = os.path.join(_folder_paths.models_dir, MODEL_FOLDER)
@@ -150,7 +150,7 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
 
 def face_toolkit(parser: str = "bisenet"):
     """The process-wide face networks, with weights under models/magicface and ComfyUI's progress bar."""
-    from ..magicface_core.face_tools import shared_toolkit
+    from ..magicface_core.faces.toolkit import shared_toolkit
 
     toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser)
     toolkit.search = preprocessing_search_dirs()

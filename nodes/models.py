@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..magicface_core import MagicFace, WeightsNotFoundError
-from ..magicface_core.checkpoint import is_published_layout
-from ..magicface_core.hub import MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface, local_folder
+from ..magicface_core.model.checkpoint import is_published_layout
+from ..magicface_core.assets import MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface, local_folder
 from . import host
 from .types import CATEGORY, MAGICFACE_MODEL, LoadedMagicFace
 

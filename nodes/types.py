@@ -11,7 +11,7 @@ MAGICFACE_MODEL = "MAGICFACE_MODEL"  # LoadedMagicFace
 MAGICFACE_ID = "MAGICFACE_ID"  # magicface_core.IdentityFeatures
 AU_VECTOR = "AU_VECTOR"  # magicface_core.AUVector of absolute intensities (0..5), one row per image
 AU_DELTA = "AU_DELTA"  # magicface_core.AUVector of variations, one row per edit
-MAGICFACE_CROP = "MAGICFACE_CROP"  # tuple of magicface_core.face_crop.CropTransform, one per image
+MAGICFACE_CROP = "MAGICFACE_CROP"  # tuple of magicface_core.faces.crop.CropTransform, one per image
 
 CATEGORY = "MagicFace"
 

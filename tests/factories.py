@@ -244,7 +244,7 @@ def write_face_weights(root: Path, seed: int = 0) -> Path:
     from face_alignment.detection.sfd.net_s3fd import s3fd
     from face_alignment.models import FAN
 
-    from magicface_core import weights
+    from magicface_core import assets as weights
 
     torch.manual_seed(seed)
     files = {

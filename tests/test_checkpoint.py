@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from magicface_core import CheckpointError, MagicFace
-from magicface_core.checkpoint import read_checkpoint
+from magicface_core.model.checkpoint import read_checkpoint
 from tests.factories import TINY, write_published_checkpoint
 
 DENO_FILE = "denoising_unet/diffusion_pytorch_model.safetensors"

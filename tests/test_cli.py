@@ -5,8 +5,8 @@ from PIL import Image
 
 from magicface_core import MagicFace
 from magicface_core.cli import main
-from magicface_core.face_tools import FaceToolkit
-from magicface_core.landmarks import FaceBox
+from magicface_core.faces.toolkit import FaceToolkit
+from magicface_core.faces.landmarks import FaceBox
 from tests.conftest import OFFICIAL
 from tests.factories import write_face_weights, write_tiny_sd15
 

@@ -4,7 +4,7 @@ from PIL import Image
 from scipy import ndimage
 
 from magicface_core import ImageInputError
-from magicface_core.condition import JAW_COLORS, render_condition
+from magicface_core.faces.condition import JAW_COLORS, render_condition
 from tests.conftest import OFFICIAL
 
 

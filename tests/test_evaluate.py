@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magicface_core import AUVector, metrics
-from magicface_core.evaluate import EvalTools, evaluate, evaluate_edit
+from magicface_core import AUVector
+from magicface_core.evaluation import metrics
+from magicface_core.evaluation.evaluate import EvalTools, evaluate, evaluate_edit
 from tests.conftest import OFFICIAL
 
 SIZE = 128
@@ -93,9 +94,9 @@ def test_evaluate_writes_per_edit_rows_and_a_summary(tmp_path):
 
 
 def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatch):
-    from magicface_core.evaluate import main
-    from magicface_core.face_tools import FaceToolkit
-    from magicface_core.landmarks import FaceBox
+    from magicface_core.evaluation.evaluate import main
+    from magicface_core.faces.toolkit import FaceToolkit
+    from magicface_core.faces.landmarks import FaceBox
     from tests.factories import write_face_weights, write_tiny_sd15
 
     portraits = tmp_path / "portraits"

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from magicface_core import ImageInputError, NoFaceError
-from magicface_core.face_crop import CropTransform, crop_face, crop_to_transform, face_mask, paste_back
+from magicface_core.faces.crop import CropTransform, crop_face, crop_to_transform, face_mask, paste_back
 from magicface_core.imaging import as_portrait, to_rgb_uint8
-from magicface_core.landmarks import FaceBox, pick_face
+from magicface_core.faces.landmarks import FaceBox, pick_face
 from tests.conftest import OFFICIAL
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from magicface_core import AUVector, CheckpointError, NoFaceError
-from magicface_core.au_estimation import LibreFaceAUNet, ffhq_quad, load_libreface
-from magicface_core.face_parsing import BiSeNet, BiSeNetParser, load_bisenet
-from magicface_core.face_tools import FaceToolkit
-from magicface_core.landmarks import FaceBox
+from magicface_core.faces.au_estimation import LibreFaceAUNet, ffhq_quad, load_libreface
+from magicface_core.faces.parsing import BiSeNet, BiSeNetParser, load_bisenet
+from magicface_core.faces.toolkit import FaceToolkit
+from magicface_core.faces.landmarks import FaceBox
 from tests.conftest import OFFICIAL
 from tests.factories import bisenet_state, libreface_checkpoint, libreface_shapes, write_face_weights
 

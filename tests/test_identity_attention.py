@@ -1,6 +1,6 @@
 import torch
 
-from magicface_core.identity_attention import transformer_blocks
+from magicface_core.model.identity_attention import transformer_blocks
 from tests.reference import concat_then_keep_first_half, forward_order
 
 

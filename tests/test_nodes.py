@@ -51,8 +51,8 @@ def models_dir(tmp_path_factory, tiny_parts):
 def env(models_dir, monkeypatch, pack):
     monkeypatch.setenv("MAGICFACE_MODELS", str(models_dir))
 
-    toolkit_cls = pack.magicface_core.face_tools.FaceToolkit
-    box_cls = pack.magicface_core.landmarks.FaceBox
+    toolkit_cls = pack.magicface_core.faces.toolkit.FaceToolkit
+    box_cls = pack.magicface_core.faces.landmarks.FaceBox
     # The random detector finds noise; these tests check the nodes, so give it the face box.
     monkeypatch.setattr(toolkit_cls, "detect", lambda self, image: [box_cls(
         image.shape[1] * 0.27, image.shape[0] * 0.27, image.shape[1] * 0.73, image.shape[0] * 0.8)])
@@ -80,7 +80,7 @@ def check_outputs(pack, node_cls, outputs):
         elif kind == types.MAGICFACE_ID:
             assert isinstance(value, core.IdentityFeatures)
         elif kind == types.MAGICFACE_CROP:
-            assert isinstance(value, tuple) and all(isinstance(t, core.face_crop.CropTransform) for t in value)
+            assert isinstance(value, tuple) and all(isinstance(t, core.faces.crop.CropTransform) for t in value)
         else:
             raise AssertionError(f"no check for {kind}")
 

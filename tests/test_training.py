@@ -182,9 +182,9 @@ def test_loss_falls_on_one_repeated_batch(tmp_path, sd15):
 def test_prepare_builds_pairs_skips_bad_input_and_resumes(tmp_path, pack, monkeypatch):
     import cv2
 
-    from magicface_core.face_tools import FaceToolkit
-    from magicface_core.landmarks import FaceBox
-    from magicface_core.prepare import Settings, prepare
+    from magicface_core.faces.toolkit import FaceToolkit
+    from magicface_core.faces.landmarks import FaceBox
+    from magicface_core.training.prepare import Settings, prepare
     from tests.factories import write_face_weights
 
     videos = tmp_path / "videos"

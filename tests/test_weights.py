@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from magicface_core import WeightsNotFoundError
-from magicface_core.weights import ALL_FILES, WeightFile, ensure_weight
+from magicface_core.assets import ALL_FILES, WeightFile, ensure_weight
 
 
 def _spec(source, **check):

@@ -12,7 +12,7 @@ from typing import get_type_hints
 @dataclass
 class TrainConfig:
     # data and models
-    data: str = ""  # folder written by `python -m magicface_core.prepare`
+    data: str = ""  # folder written by `python -m magicface_core prepare`
     sd15: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder, single-file checkpoint or hub id
     output_dir: str = "magicface-training"
     init_from: str = ""  # start from MagicFace weights instead of SD 1.5 (fine-tuning)
@@ -101,5 +101,5 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     config = TrainConfig(**values)
     if not config.data:
-        raise SystemExit("--data is required: the folder written by `python -m magicface_core.prepare`")
+        raise SystemExit("--data is required: the folder written by `python -m magicface_core prepare`")
     return config

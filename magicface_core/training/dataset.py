@@ -1,6 +1,6 @@
 """The prepared training set on disk, and the AU-condition rules applied to it.
 
-``python -m magicface_core.prepare`` writes ``index.json`` next to the images: every kept
+``python -m magicface_core prepare`` writes ``index.json`` next to the images: every kept
 frame (its crop, its condition image, its AU intensities) and the same-clip pairs to train on.
 A pair trains the model to turn the *identity* frame into the *target* frame, given the
 target's condition image and the AU delta target - identity.
@@ -48,7 +48,7 @@ def write_index(root: str | Path, frames: list[Frame], pairs: list[Pair], stats:
 def read_index(root: str | Path) -> tuple[list[Frame], list[Pair]]:
     path = Path(root) / INDEX_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: prepare the data first (python -m magicface_core.prepare)")
+        raise FileNotFoundError(f"{path} not found: prepare the data first (python -m magicface_core prepare)")
     payload = json.loads(path.read_text())
     frames = [Frame(f["clip"], f["frame"], f["image"], f["condition"], tuple(f["aus"])) for f in payload["frames"]]
     return frames, [Pair(i, j) for i, j in payload["pairs"]]

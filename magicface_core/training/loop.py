@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..magicface import LATENT_SCALE, MagicFace
-from ..schedulers import SD15_SCHEDULER_CONFIG
+from ..model.magicface import LATENT_SCALE, MagicFace
+from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from .config import TrainConfig
 from .dataset import EpochSampler, PairDataset, apply_au_rules, load_rgb
 
@@ -106,7 +106,7 @@ def train(config: TrainConfig) -> Path:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
-    from ..sd15 import SD15Parts, encode_prompt
+    from ..model.sd15 import SD15Parts, encode_prompt
     from .sd15_init import load_sd15_for_training, magicface_from_sd15
 
     output = config.output
@@ -248,7 +248,7 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
              output: Path, step: int) -> Path:
     """A grid: one row per validation identity, its portrait then one column per AU delta (fixed seeds)."""
     from ..imaging import from_tensor, save_image
-    from ..sd15 import vae_decode
+    from ..model.sd15 import vae_decode
 
     if ema is not None:
         ema.store(params)

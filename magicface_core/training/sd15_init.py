@@ -14,7 +14,7 @@ import torch
 
 from ..au import NUM_AUS
 from ..errors import WeightsNotFoundError
-from ..magicface import MagicFace
+from ..model.magicface import MagicFace
 
 
 @dataclass
@@ -43,7 +43,7 @@ def load_sd15_for_training(source: str | os.PathLike) -> SD15Training:
             ) from exc
         return SD15Training(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder)
     if not path.is_dir():
-        from ..hub import SD15_PATTERNS, local_folder, snapshot
+        from ..assets import SD15_PATTERNS, local_folder, snapshot
 
         patterns = SD15_PATTERNS + ["unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
         path = snapshot(str(source), patterns, local_folder(str(source)), 4.3,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import WeightsNotFoundError
+from ..errors import WeightsNotFoundError
 
 MAGICFACE_PROMPT = "A close up of a person."
 
@@ -33,7 +33,7 @@ def load_sd15(path: str | os.PathLike | None, device: torch.device | str, dtype:
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from .hub import resolve_sd15
+    from ..assets import resolve_sd15
 
     folder = resolve_sd15(path)
     try:

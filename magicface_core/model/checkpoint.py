@@ -26,8 +26,8 @@ from typing import Mapping
 
 import torch
 
-from .au import NUM_AUS
-from .errors import CheckpointError
+from ..au import NUM_AUS
+from ..errors import CheckpointError
 
 DENOISER = "denoising_unet"
 ID_ENCODER = "ID_enc"

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .errors import ImageInputError
+from ..errors import ImageInputError
 
 NUM_JAW_POINTS = 17
 DOT_RADIUS_AT_512 = 4.25  # the authors' dots cover about 57 pixels at 512x512

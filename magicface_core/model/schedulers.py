@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from .errors import MagicFaceError
+from ..errors import MagicFaceError
 
 # scheduler/scheduler_config.json of stable-diffusion-v1-5 (a PNDM config the others are built from).
 SD15_SCHEDULER_CONFIG = {

@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import checkpoint, devices
-from .au import NUM_AUS, RECOMMENDED_DELTA_LIMIT, AUVector
-from .errors import AUInputError, ImageInputError
+from . import checkpoint
+from .. import devices
+from ..au import NUM_AUS, RECOMMENDED_DELTA_LIMIT, AUVector
+from ..errors import AUInputError, ImageInputError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
 from .schedulers import make_scheduler
 
@@ -53,7 +54,7 @@ class MagicFace:
         ``device`` defaults to the GPU when there is one; ``dtype`` to half precision on a GPU
         (bf16 where supported) and fp32 on the CPU.
         """
-        from .hub import resolve_magicface_weights
+        from ..assets import resolve_magicface_weights
 
         device, dtype = devices.resolve(device, dtype)
         parts = checkpoint.read_checkpoint(resolve_magicface_weights(path))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ImageInputError
+from ..errors import ImageInputError
 from .landmarks import FaceBox
 
 CROP_SIZE = 512

@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import resnet
-from .checkpoint import read_weights_file
-from .errors import CheckpointError, MissingDependencyError
+from ..model.checkpoint import read_weights_file
+from ..errors import CheckpointError, MissingDependencyError
 
 NUM_CLASSES = 19
 CELEBAMASK_CLASSES = (

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 @dataclass(frozen=True)

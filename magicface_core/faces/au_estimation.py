@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 
 from . import resnet
-from .au import AU_NAMES, AUVector
-from .checkpoint import read_weights_file
-from .errors import CheckpointError
+from ..au import AU_NAMES, AUVector
+from ..model.checkpoint import read_weights_file
+from ..errors import CheckpointError
 
 ALIGNED_SIZE = 512
 MODEL_INPUT = (256, 224)  # resize, then centre crop

@@ -2,7 +2,7 @@
 
 face-alignment is an optional dependency, imported on first use. Its networks are built from
 the package and loaded from weight files we download and check ourselves (see
-:mod:`magicface_core.weights`), so nothing lands in torch.hub's cache behind the user's back.
+:mod:`magicface_core.assets`), so nothing lands in torch.hub's cache behind the user's back.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import MissingDependencyError, NoFaceError
+from ..errors import MissingDependencyError, NoFaceError
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class FaceAlignmentBackend:
         scale = min(1.0, DETECTION_MAX_SIDE / max(image.shape[:2]))
         small = image
         if scale < 1.0:
-            from .imaging import resize
+            from ..imaging import resize
 
             small = resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))))
         boxes = [FaceBox(*map(float, b[:4]), float(b[4])) for b in self.detector.detect_from_image(small.copy())]

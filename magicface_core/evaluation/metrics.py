@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .au import AUVector
+from ..au import AUVector
 
 # CelebAMask-HQ classes of the face itself: skin, brows, eyes, glasses, ears, earring, nose, mouth, lips.
 FACE_CLASSES = tuple(range(1, 14))

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import weights
-from .au import AUVector
+from .. import assets
+from ..au import AUVector
 from .condition import person_mask, render_condition
-from .face_crop import CropTransform, crop_face
+from .crop import CropTransform, crop_face
 from .landmarks import FaceBox, pick_face
 
 PARSERS = ("bisenet", "facer")
@@ -24,7 +24,7 @@ PARSERS = ("bisenet", "facer")
 
 class FaceToolkit:
     def __init__(self, weights_root: str | os.PathLike, device: torch.device | str = "cpu",
-                 parser: str = "bisenet", progress: weights.Progress | None = None,
+                 parser: str = "bisenet", progress: assets.Progress | None = None,
                  search: tuple[str | os.PathLike, ...] = ()):
         if parser not in PARSERS:
             raise ValueError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
@@ -34,30 +34,30 @@ class FaceToolkit:
         self.progress = progress
         self.search = search
 
-    def _weight(self, spec: weights.WeightFile) -> Path:
-        return weights.ensure_weight(spec, self.root, self.progress, self.search)
+    def _weight(self, spec: assets.WeightFile) -> Path:
+        return assets.ensure_weight(spec, self.root, self.progress, self.search)
 
     @functools.cached_property
     def _alignment(self):
         from .landmarks import FaceAlignmentBackend
 
-        return FaceAlignmentBackend(self._weight(weights.S3FD), self._weight(weights.FAN_2D), self.device)
+        return FaceAlignmentBackend(self._weight(assets.S3FD), self._weight(assets.FAN_2D), self.device)
 
     @functools.cached_property
     def _parser(self):
         if self.parser_name == "facer":
-            from .face_parsing import FacerParser
+            from .parsing import FacerParser
 
             return FacerParser(self.device)
-        from .face_parsing import BiSeNetParser, load_bisenet
+        from .parsing import BiSeNetParser, load_bisenet
 
-        return BiSeNetParser(load_bisenet(self._weight(weights.BISENET), self.device))
+        return BiSeNetParser(load_bisenet(self._weight(assets.BISENET), self.device))
 
     @functools.cached_property
     def _au_estimator(self):
         from .au_estimation import LibreFaceEstimator, load_libreface
 
-        return LibreFaceEstimator(load_libreface(self._weight(weights.LIBREFACE_AU), self.device))
+        return LibreFaceEstimator(load_libreface(self._weight(assets.LIBREFACE_AU), self.device))
 
     # --- what callers use -----------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[FaceBox]:

@@ -1,0 +1,1 @@
+"""Metrics of the paper's tables and the evaluation run."""

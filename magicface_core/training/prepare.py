@@ -1,0 +1,195 @@
+"""``python -m magicface_core prepare --videos DIR --out DATA``: build a training set from videos.
+
+For every clip (a video file, or a folder of frames) it samples frames, crops the face like the
+authors' portraits, estimates the 12 AUs, renders the condition image, and saves both images;
+then it pairs frames of the same clip that lie at least ``--min-gap`` frames apart (so pose or
+background differ). Everything is cached under DATA, with ``index.json`` listing frames and
+pairs, so training does no face processing. A clip is done once its ``done.json`` exists: an
+interrupted run resumes where it stopped. Unreadable videos and frames without a usable face are
+skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import ImageInputError, MagicFaceError, NoFaceError
+from ..imaging import load_image, save_image
+from .dataset import Frame, Pair, write_index
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+CLIPS = "clips"
+DONE = "done.json"
+
+
+@dataclass
+class Settings:
+    frame_step: int = 5  # keep every n-th frame
+    max_frames: int = 200  # per clip
+    min_gap: int = 30  # frames between the two frames of a pair
+    pairs_per_clip: int = 50
+    seed: int = 0
+
+
+@dataclass
+class Report:
+    clips: int = 0
+    unreadable_clips: list[str] = field(default_factory=list)
+    frames_kept: int = 0
+    frames_without_face: int = 0
+    pairs: int = 0
+
+
+def find_clips(folder: Path) -> list[Path]:
+    """Video files and folders of frames directly under ``folder``, in name order."""
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} is not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+                  or (p.is_dir() and any(c.suffix.lower() in IMAGE_SUFFIXES for c in p.iterdir())))
+
+
+def read_frames(clip: Path, settings: Settings) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number, RGB image) for every ``frame_step``-th frame, at most ``max_frames``."""
+    if clip.is_dir():
+        files = sorted(p for p in clip.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for number in range(0, len(files), settings.frame_step)[: settings.max_frames]:
+            try:
+                yield number, load_image(files[number])
+            except ImageInputError as exc:
+                logger.warning("skipping %s: %s", files[number], exc)
+        return
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    if not capture.isOpened():
+        raise OSError(f"cannot open {clip}")
+    try:
+        number = kept = 0
+        while kept < settings.max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if number % settings.frame_step == 0:
+                kept += 1
+                yield number, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            number += 1
+        if number == 0:
+            raise OSError(f"no frame could be decoded from {clip}")
+    finally:
+        capture.release()
+
+
+def process_clip(clip: Path, out: Path, toolkit, settings: Settings) -> dict:
+    """Crop, AUs and condition for the clip's frames; returns (and stores) its done.json record."""
+    folder = out / CLIPS / clip.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, without_face = [], 0
+    for number, image in read_frames(clip, settings):
+        try:
+            portrait, _ = toolkit.crop(image)
+            landmarks = toolkit.landmarks(portrait)
+            condition, _ = toolkit.condition(portrait, landmarks)
+            aus = toolkit.estimate_aus([portrait], landmarks=[landmarks])
+        except (NoFaceError, ImageInputError) as exc:
+            without_face += 1
+            logger.info("%s frame %d: %s", clip.name, number, exc)
+            continue
+        image_path, condition_path = folder / f"{number:06d}.png", folder / f"{number:06d}_cond.png"
+        save_image(portrait, image_path)
+        save_image(condition, condition_path)
+        frames.append(asdict(Frame(clip.stem, number, str(image_path.relative_to(out)),
+                                   str(condition_path.relative_to(out)), tuple(aus.values[0].tolist()))))
+    record = {"frames": frames, "frames_without_face": without_face}
+    (folder / DONE).write_text(json.dumps(record))
+    return record
+
+
+def make_pairs(frames: list[Frame], settings: Settings) -> list[Pair]:
+    """Same-clip pairs at least ``min_gap`` frames apart, up to ``pairs_per_clip`` per clip, both directions."""
+    by_clip: dict[str, list[int]] = {}
+    for index, frame in enumerate(frames):
+        by_clip.setdefault(frame.clip, []).append(index)
+    pairs = []
+    for clip, indices in sorted(by_clip.items()):
+        candidates = [(a, b) for a in indices for b in indices
+                      if a != b and abs(frames[a].frame - frames[b].frame) >= settings.min_gap]
+        rng = random.Random(f"{settings.seed}:{clip}")
+        rng.shuffle(candidates)
+        pairs.extend(Pair(a, b) for a, b in candidates[: settings.pairs_per_clip])
+    return pairs
+
+
+def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    frames: list[Frame] = []
+    for clip in find_clips(videos):
+        done = out / CLIPS / clip.stem / DONE
+        if done.is_file():
+            record = json.loads(done.read_text())
+        else:
+            try:
+                record = process_clip(clip, out, toolkit, settings)
+            except OSError as exc:
+                report.unreadable_clips.append(clip.name)
+                logger.warning("skipping %s: %s", clip.name, exc)
+                continue
+        report.clips += 1
+        report.frames_without_face += record["frames_without_face"]
+        frames.extend(Frame(**{**f, "aus": tuple(f["aus"])}) for f in record["frames"])
+    report.frames_kept = len(frames)
+    pairs = make_pairs(frames, settings)
+    report.pairs = len(pairs)
+    write_index(out, frames, pairs, {**asdict(report), "settings": asdict(settings)})
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m magicface_core prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=Path, required=True, help="folder of videos and/or frame folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (re-run to resume)")
+    defaults = Settings()
+    for name in ("frame_step", "max_frames", "min_gap", "pairs_per_clip", "seed"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--face-weights", type=Path, default=None,
+                        help="folder for the face weights (default: the magicface cache)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import torch
+
+    from .. import devices
+    from ..faces.toolkit import FaceToolkit
+    from ..assets import cache_dir
+
+    device = torch.device(args.device) if args.device else devices.default_device()
+    toolkit = FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device)
+    settings = Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed)
+    try:
+        report = prepare(args.videos, args.out, toolkit, settings)
+    except MagicFaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report.clips} clips ({len(report.unreadable_clips)} unreadable: {', '.join(report.unreadable_clips) or '-'}), "
+          f"{report.frames_kept} frames kept, {report.frames_without_face} without a usable face, "
+          f"{report.pairs} pairs -> {args.out / 'index.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
