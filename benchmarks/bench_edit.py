@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from magicface_core import AUVector, MagicFace  # noqa: E402
 from magicface_core.devices import DTYPES as PRODUCT_DTYPES  # noqa: E402
-from tests.factories import SMALL, random_published_parts, write_published_checkpoint  # noqa: E402
-from tests.reference import NaiveMagicFace, sdpa_attention  # noqa: E402
+from tests.support.factories import SMALL, random_published_parts, write_published_checkpoint  # noqa: E402
+from tests.support.reference import NaiveMagicFace, sdpa_attention  # noqa: E402
 
 SIZES = {"small": SMALL, "sd15": {}}  # {} = SD 1.5's own UNet config
 # fp64 shows that the two paths compute the same function: their difference drops to rounding noise.

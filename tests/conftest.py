@@ -4,10 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.factories import TINY, random_published_parts, write_published_checkpoint
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-OFFICIAL = SHARED / "testdata" / "official"
+from tests.support.factories import TINY, random_published_parts, write_published_checkpoint
+from tests.support.paths import OFFICIAL, REPO, SHARED, load_pack  # noqa: F401 - tests import these from here too
 
 
 @pytest.fixture(autouse=True)
@@ -37,23 +35,6 @@ def tiny_model(tiny_checkpoint):
 def pytest_configure(config):
     # diffusers warns on every dtype cast of a model, even with nothing to keep in fp32
     logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_pack(name: str = "comfyui_magicface"):
-    """Import the repository as ComfyUI does: a package from its folder's __init__.py."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from magicface_core import CheckpointError, MagicFace
 from magicface_core.model.checkpoint import read_checkpoint
-from tests.factories import TINY, write_published_checkpoint
+from tests.support.factories import TINY, write_published_checkpoint
 
 DENO_FILE = "denoising_unet/diffusion_pytorch_model.safetensors"
 

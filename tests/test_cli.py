@@ -7,8 +7,8 @@ from magicface_core import MagicFace
 from magicface_core.cli import main
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.faces.landmarks import FaceBox
-from tests.conftest import OFFICIAL
-from tests.factories import write_face_weights, write_tiny_sd15
+from tests.support.paths import OFFICIAL
+from tests.support.factories import write_face_weights, write_tiny_sd15
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, socket_inputs, to_api, our_definitions, widget_slots
-from tests.conftest import OFFICIAL, REPO
-from tests.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
+from tests.support.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, socket_inputs, to_api, our_definitions, widget_slots
+from tests.support.paths import OFFICIAL, REPO
+from tests.support.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -133,7 +133,7 @@ def server(tmp_path_factory):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-MagicFace").symlink_to(REPO, target_is_directory=True)
     models = base / "models"
-    subprocess.run([COMFYUI_PYTHON, str(REPO / "tests" / "comfyui_test_models.py"), COMFYUI_DIR, str(models)],
+    subprocess.run([COMFYUI_PYTHON, str(REPO / "tests" / "support" / "comfyui_test_models.py"), COMFYUI_DIR, str(models)],
                    check=True, capture_output=True)
     magicface = models / "magicface"
     write_published_checkpoint(magicface / "magicface-tiny", parts=random_published_parts({**TINY, "cross_attention_dim": 768}))

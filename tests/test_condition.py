@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from magicface_core import ImageInputError
 from magicface_core.faces.condition import JAW_COLORS, render_condition
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 
 
 def _synthetic(size=256, seed=0):

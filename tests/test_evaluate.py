@@ -10,7 +10,7 @@ from PIL import Image
 from magicface_core import AUVector
 from magicface_core.evaluation import metrics
 from magicface_core.evaluation.evaluate import EvalTools, evaluate, evaluate_edit
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 
 SIZE = 128
 
@@ -97,7 +97,7 @@ def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatc
     from magicface_core.evaluation.evaluate import main
     from magicface_core.faces.toolkit import FaceToolkit
     from magicface_core.faces.landmarks import FaceBox
-    from tests.factories import write_face_weights, write_tiny_sd15
+    from tests.support.factories import write_face_weights, write_tiny_sd15
 
     portraits = tmp_path / "portraits"
     portraits.mkdir()

@@ -6,7 +6,7 @@ from magicface_core import ImageInputError, NoFaceError
 from magicface_core.faces.crop import CropTransform, crop_face, crop_to_transform, face_mask, paste_back
 from magicface_core.imaging import as_portrait, to_rgb_uint8
 from magicface_core.faces.landmarks import FaceBox, pick_face
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 
 
 def _photo(width=1200, height=900):

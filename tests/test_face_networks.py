@@ -10,8 +10,8 @@ from magicface_core.faces.au_estimation import LibreFaceAUNet, ffhq_quad, load_l
 from magicface_core.faces.parsing import BiSeNet, BiSeNetParser, load_bisenet
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.faces.landmarks import FaceBox
-from tests.conftest import OFFICIAL
-from tests.factories import bisenet_state, libreface_checkpoint, libreface_shapes, write_face_weights
+from tests.support.paths import OFFICIAL
+from tests.support.factories import bisenet_state, libreface_checkpoint, libreface_shapes, write_face_weights
 
 PUBLISHED_BISENET = json.loads((Path(__file__).parent / "data" / "bisenet_79999_iter_keys.json").read_text())
 

@@ -1,7 +1,7 @@
 import torch
 
 from magicface_core.model.identity_attention import transformer_blocks
-from tests.reference import concat_then_keep_first_half, forward_order
+from tests.support.reference import concat_then_keep_first_half, forward_order
 
 
 def test_blocks_are_listed_in_forward_order_not_registration_order(tiny_model):

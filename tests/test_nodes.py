@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import OFFICIAL, REPO
-from tests.factories import write_face_weights, write_published_checkpoint, TINY
+from tests.support.paths import OFFICIAL, REPO
+from tests.support.factories import write_face_weights, write_published_checkpoint, TINY
 
 
 class SD15VAE:

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from magicface_core import SAMPLER_NAMES, AUInputError, AUVector, ImageInputError
-from tests.factories import TINY, random_inputs
-from tests.reference import NaiveMagicFace
+from tests.support.factories import TINY, random_inputs
+from tests.support.reference import NaiveMagicFace
 
 
 def _relative_error(a, b):

@@ -17,8 +17,8 @@ from PIL import Image
 from magicface_core import AUVector, MagicFace
 from magicface_core.training.config import TrainConfig, load_config
 from magicface_core.training.dataset import Frame, Pair, PairDataset, apply_au_rules, read_index, write_index
-from tests.conftest import OFFICIAL, REPO
-from tests.factories import TINY, random_inputs, write_tiny_sd15
+from tests.support.paths import OFFICIAL, REPO
+from tests.support.factories import TINY, random_inputs, write_tiny_sd15
 
 RESOLUTION = 64
 
@@ -185,7 +185,7 @@ def test_prepare_builds_pairs_skips_bad_input_and_resumes(tmp_path, pack, monkey
     from magicface_core.faces.toolkit import FaceToolkit
     from magicface_core.faces.landmarks import FaceBox
     from magicface_core.training.prepare import Settings, prepare
-    from tests.factories import write_face_weights
+    from tests.support.factories import write_face_weights
 
     videos = tmp_path / "videos"
     videos.mkdir()

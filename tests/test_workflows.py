@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tests.comfy_graph import (FRONTEND_ONLY, combo_options, input_kind, load_builtins, our_definitions,
+from tests.support.comfy_graph import (FRONTEND_ONLY, combo_options, input_kind, load_builtins, our_definitions,
                                socket_inputs, to_api, widget_slots)
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 # Combos whose choices are the user's files: any name is valid in a shared workflow.

@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.comfy_graph import combo_options, load_builtins, our_definitions, socket_inputs, widget_slots  # noqa: E402
-from tests.conftest import load_pack  # noqa: E402
+from tests.support.comfy_graph import combo_options, load_builtins, our_definitions, socket_inputs, widget_slots  # noqa: E402
+from tests.support.paths import load_pack  # noqa: E402
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 MAGICFACE_WEIGHTS = "mengtingwei--magicface"  # the folder the loader's download choice creates

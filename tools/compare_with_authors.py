@@ -32,7 +32,7 @@ def run_ours(out: Path) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from magicface_core import AUVector, MagicFace
-    from tests.factories import SMALL, random_inputs, write_published_checkpoint
+    from tests.support.factories import SMALL, random_inputs, write_published_checkpoint
 
     # The authors hard-code au_aug_mlp to 1280 outputs: the time-embedding width of 320 base channels.
     config = {**SMALL, "sample_size": 16}

@@ -206,7 +206,7 @@ def _random_state(shapes: dict[str, list[int]], seed: int, scale: float) -> dict
 
 def bisenet_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors with the key names and shapes of 79999_iter.pth (listed from the authors' model)."""
-    shapes = json.loads((Path(__file__).parent / "data" / "bisenet_79999_iter_keys.json").read_text())
+    shapes = json.loads((Path(__file__).parents[1] / "data" / "bisenet_79999_iter_keys.json").read_text())
     return _random_state(shapes, seed, 0.1)
 
 

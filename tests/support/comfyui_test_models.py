@@ -2,7 +2,7 @@
 
 Run with ComfyUI's Python inside a ComfyUI checkout (the integration test does this):
 
-    python tests/comfyui_test_models.py COMFYUI_DIR MODELS_DIR
+    python tests/support/comfyui_test_models.py COMFYUI_DIR MODELS_DIR
 
 Writes ``checkpoints/sd15-tiny.safetensors`` (a small 320-channel UNet that ComfyUI detects
 as SD 1.5, with SD 1.5's CLIP-L text encoder and VAE at full size, since ComfyUI builds those

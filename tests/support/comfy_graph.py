@@ -13,7 +13,7 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
-BUILTINS_FILE = Path(__file__).parent / "data" / "comfyui_v0.8.0_builtin_nodes.json"
+BUILTINS_FILE = Path(__file__).parents[1] / "data" / "comfyui_v0.8.0_builtin_nodes.json"
 
 
 def load_builtins() -> dict:

@@ -1,0 +1,1 @@
+"""What tests, benchmarks and tools share: random model factories, literal references, ComfyUI graph helpers."""
