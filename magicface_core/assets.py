@@ -1,121 +1,29 @@
-"""The one registry of downloadable files and the one downloader (being consolidated; see issue 13).
+"""The one registry of downloadable files and the one downloader.
 
-Where weights come from: local paths first, then the Hugging Face hub, with clear offline errors.
+Every file the pack may fetch is a :class:`WeightFile`: where it comes from (a Hugging Face hub
+repository at a pinned revision, or a URL), about how big it is, and how a download is checked.
+A model made of several files (MagicFace's two UNets, Stable Diffusion 1.5's parts) is a
+:class:`WeightFolder` of such entries.
 
-Nothing here runs at import time; every download says what it fetches, how big it is and where
-it goes before it starts.
-
-The preprocessing networks' weight files: where each comes from, how it is checked, where it goes.
-
-Each file lives at ``<root>/<backend>/<filename>``; ``root`` is ``models/magicface`` inside
-ComfyUI and :func:`magicface_core.assets.cache_dir` for the CLI. A missing file is downloaded on
-first use (never at import), with progress, and checked before it is kept; offline, the error
-names the file, its URL and where to put it.
+- Each file lives at ``<root>/<backend>/<filename>``; ``root`` is ``models/magicface`` inside
+  ComfyUI and :func:`cache_dir` for the CLI.
+- A missing file is downloaded on first use (never at import) by one downloader that reports
+  progress (ComfyUI's bar, or the CLI's log) and checks the file before it is kept. Hub files
+  take their URL and headers from huggingface_hub (``HF_ENDPOINT`` mirrors, the user's token),
+  at a pinned revision where one is known. "Downloading ..." is logged only when a download
+  really starts, with its size.
+- ``MAGICFACE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` switches every download off; the error then
+  names the file, where to get it and where to put it. Nothing contacts the network offline.
+- An argument that looks like a path (``./x``, ``models/magicfce``, ``C:\\w``, ``*.safetensors``)
+  and does not exist is reported as not found, never taken for a hub repository id.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-
-from .errors import WeightsNotFoundError
-
-logger = logging.getLogger(__name__)
-
-MAGICFACE_REPO = "mengtingwei/magicface"
-SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-MAGICFACE_PATTERNS = [
-    "denoising_unet/config.json", "denoising_unet/diffusion_pytorch_model.safetensors",
-    "ID_enc/config.json", "ID_enc/diffusion_pytorch_model.safetensors",
-]
-MAGICFACE_DOWNLOAD_GB = 6.9  # two SD 1.5 UNets in fp32
-# VAE, text encoder and tokenizer only: MagicFace brings its own UNets.
-SD15_PATTERNS = [
-    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-    "text_encoder/config.json", "text_encoder/model.safetensors",
-    "tokenizer/*",
-]
-SD15_DOWNLOAD_GB = 0.8
-
-
-def cache_dir() -> Path:
-    """The CLI's folder for downloaded weights (``$MAGICFACE_CACHE``, else ``~/.cache/magicface``)."""
-    return Path(os.environ.get("MAGICFACE_CACHE") or Path.home() / ".cache" / "magicface")
-
-
-def looks_like_repo_id(text: str) -> bool:
-    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists()
-
-
-def snapshot(repo_id: str, patterns: list[str], local_dir: Path, size_gb: float, what: str) -> Path:
-    """Download ``patterns`` of ``repo_id`` into ``local_dir`` (a no-op for files already there)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with diffusers
-        raise WeightsNotFoundError(f"{what}: huggingface_hub is not installed (pip install huggingface_hub)") from exc
-    local_dir = Path(local_dir)
-    if not _has_all(local_dir, patterns):
-        logger.warning("Downloading %s (about %.1f GB) from https://huggingface.co/%s into %s",
-                       what, size_gb, repo_id, local_dir)
-    try:
-        path = snapshot_download(repo_id, allow_patterns=patterns, local_dir=str(local_dir))
-    except Exception as exc:  # offline, DNS failure, gated repo, HTTP error: all need the same advice
-        raise WeightsNotFoundError(
-            f"{what} are not on this machine and could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"Download {', '.join(patterns)} from https://huggingface.co/{repo_id} "
-            f"and put them in {local_dir} (keeping the sub-folders), or pass the folder's path."
-        ) from exc
-    return Path(path)
-
-
-def _has_all(folder: Path, patterns: list[str]) -> bool:
-    return all(any(folder.glob(p)) for p in patterns)
-
-
-def local_folder(repo_id: str, root: str | os.PathLike | None = None) -> Path:
-    """Where a hub repository's files are kept: ``<root>/<owner>--<name>`` (root: the cache)."""
-    return Path(root or cache_dir()) / repo_id.replace("/", "--")
-
-
-def fetch_magicface(repo_id: str = MAGICFACE_REPO, root: str | os.PathLike | None = None) -> Path:
-    return snapshot(repo_id, MAGICFACE_PATTERNS, local_folder(repo_id, root), MAGICFACE_DOWNLOAD_GB, "MagicFace weights")
-
-
-def fetch_sd15(repo_id: str = SD15_REPO, root: str | os.PathLike | None = None) -> Path:
-    return snapshot(repo_id, SD15_PATTERNS, local_folder(repo_id, root), SD15_DOWNLOAD_GB,
-                    "Stable Diffusion 1.5's VAE and text encoder")
-
-
-def _local_or_hub(text: str, fetch, missing: str) -> Path:
-    """A path that exists, else a hub repo id fetched into the cache, else ``missing`` as the error."""
-    local = Path(text).expanduser()
-    if local.exists():
-        return local
-    if looks_like_repo_id(text):
-        return fetch(text)
-    raise WeightsNotFoundError(missing)
-
-
-def resolve_magicface_weights(path: str | os.PathLike) -> Path:
-    """A local checkpoint path; a hub repo id (``mengtingwei/magicface``) is downloaded first."""
-    return _local_or_hub(str(path), fetch_magicface, (
-        f"no MagicFace weights at {path}. Download denoising_unet/ and ID_enc/ from "
-        f"https://huggingface.co/{MAGICFACE_REPO} into one folder and pass that folder."))
-
-
-def resolve_sd15(path: str | os.PathLike | None) -> Path:
-    """A local SD 1.5 diffusers folder (vae/, text_encoder/, tokenizer/), downloading those if needed."""
-    return _local_or_hub(str(path or SD15_REPO), fetch_sd15, (
-        f"no Stable Diffusion 1.5 folder at {path}. It needs vae/, text_encoder/ and tokenizer/ as in "
-        f"https://huggingface.co/{SD15_REPO}"))
-
-
-
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -129,29 +37,99 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unknown)
 
+MAGICFACE_REPO = "mengtingwei/magicface"
+# No commit of the authors' repository could be verified when this was written: follow "main".
+MAGICFACE_REVISION = "main"
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SD15_REVISION = "451f4fe16113bff5a5d2269ed5ad43b0592e9a14"  # the RunwayML mirror's weights, immutable
+SD15_LICENSE = "CreativeML OpenRAIL-M"
+MAGICFACE_LICENSE = "MagicFace weights (mengtingwei/magicface); see the repository's model card"
+
 
 @dataclass(frozen=True)
 class WeightFile:
     backend: str  # sub-folder under the weights root
     filename: str
-    url: str
-    approx_mb: int
+    url: str  # where a person fetches it by hand
+    approx_mb: float
     license: str
-    # One of these says how a download is checked.
+    # How a download is checked: the first of these that is set.
     sha256: str | None = None  # the full digest, when published
     sha256_prefix: str | None = None  # torch.hub-style names carry the digest's first hex digits
     git_blob_sha1: str | None = None  # files served from a git repository: the blob id of that commit
-    hf_repo: str | None = None  # files on the Hugging Face hub: checked against the hub's LFS sha256
+    # Files on the Hugging Face hub: fetched with huggingface_hub and, without a digest above,
+    # checked against what the hub reports for them at ``revision`` (LFS sha256, or git blob id).
+    hf_repo: str | None = None
     hf_path: str | None = None
+    revision: str | None = None
 
     def path(self, root: str | os.PathLike) -> Path:
         return Path(root) / self.backend / self.filename
 
 
+@dataclass(frozen=True)
+class WeightFolder:
+    """The files of one hub repository that load together, as a diffusers-style folder."""
+
+    what: str  # for messages: "MagicFace weights"
+    repo: str
+    files: tuple[WeightFile, ...]
+
+    def path(self, root: str | os.PathLike) -> Path:
+        return Path(root) / local_folder_name(self.repo)
+
+    @property
+    def approx_mb(self) -> float:
+        return sum(f.approx_mb for f in self.files)
+
+
+def local_folder_name(repo_id: str) -> str:
+    return repo_id.replace("/", "--")
+
+
+def hub_file(repo: str, path: str, approx_mb: float, license: str, revision: str | None = None,
+             **check) -> WeightFile:
+    """A file of a hub repository, kept at ``<root>/<owner>--<name>/<path>``."""
+    folder, _, name = f"{local_folder_name(repo)}/{path}".rpartition("/")
+    return WeightFile(folder, name, f"https://huggingface.co/{repo}/resolve/{revision or 'main'}/{path}",
+                      approx_mb, license, hf_repo=repo, hf_path=path, revision=revision, **check)
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+def magicface_folder(repo: str = MAGICFACE_REPO, revision: str | None = MAGICFACE_REVISION) -> WeightFolder:
+    """The authors' two UNets in fp32 (about 6.9 GB)."""
+    files = []
+    for part in ("denoising_unet", "ID_enc"):
+        files += [hub_file(repo, f"{part}/config.json", 0.01, MAGICFACE_LICENSE, revision),
+                  hub_file(repo, f"{part}/diffusion_pytorch_model.safetensors", 3440, MAGICFACE_LICENSE, revision)]
+    return WeightFolder("MagicFace weights", repo, tuple(files))
+
+
+_TOKENIZER_FILES = (("merges.txt", 0.5), ("special_tokens_map.json", 0.01), ("tokenizer_config.json", 0.01),
+                    ("vocab.json", 1.1))
+
+
+def sd15_folder(repo: str = SD15_REPO, revision: str | None = SD15_REVISION, with_unet: bool = False) -> WeightFolder:
+    """SD 1.5's VAE, text encoder and tokenizer (about 0.8 GB); ``with_unet`` adds the UNet training starts from."""
+    entries = [("vae/config.json", 0.01), ("vae/diffusion_pytorch_model.safetensors", 335),
+               ("text_encoder/config.json", 0.01), ("text_encoder/model.safetensors", 492)]
+    entries += [(f"tokenizer/{name}", mb) for name, mb in _TOKENIZER_FILES]
+    if with_unet:
+        entries += [("unet/config.json", 0.01), ("unet/diffusion_pytorch_model.safetensors", 3440)]
+    what = "Stable Diffusion 1.5 (UNet, VAE, text encoder)" if with_unet else "Stable Diffusion 1.5's VAE and text encoder"
+    return WeightFolder(what, repo, tuple(hub_file(repo, p, mb, SD15_LICENSE, revision) for p, mb in entries))
+
+
+MAGICFACE = magicface_folder()
+SD15 = sd15_folder()
+SD15_WITH_UNET = sd15_folder(with_unet=True)
+MAGICFACE_DOWNLOAD_GB = round(MAGICFACE.approx_mb / 1000, 1)
+
 BISENET = WeightFile(
     "bisenet", "79999_iter.pth", f"https://huggingface.co/{MAGICFACE_REPO}/resolve/main/79999_iter.pth", 51,
     "CelebAMask-HQ face parsing (zllrunning/face-parsing.PyTorch); research use",
-    hf_repo=MAGICFACE_REPO, hf_path="79999_iter.pth",
+    hf_repo=MAGICFACE_REPO, hf_path="79999_iter.pth", revision=MAGICFACE_REVISION,
 )
 S3FD = WeightFile(
     "face_alignment", "s3fd-619a316812.pth", "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
@@ -170,12 +148,41 @@ LIBREFACE_AU = WeightFile(
     45, "LibreFace AU intensity (ResNet-18, DISFA); USC research license, non-commercial",
     git_blob_sha1="fd9be02c4c21332529041f68b63e17030b721eaa",
 )
-ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU)
+ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU)  # the preprocessing networks
+ALL_FOLDERS = (MAGICFACE, SD15_WITH_UNET)
+
+
+# --- where files go ----------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """The CLI's folder for downloaded weights (``$MAGICFACE_CACHE``, else ``~/.cache/magicface``)."""
+    return Path(os.environ.get("MAGICFACE_CACHE") or Path.home() / ".cache" / "magicface")
 
 
 def offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("MAGICFACE_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("MAGICFACE_OFFLINE", "HF_HUB_OFFLINE"))
 
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".tar", ".json", ".yaml")
+# Folder names people keep weights in: "models/magicfce" is a mistyped path, not the hub user "models".
+_LOCAL_FOLDER_NAMES = {"models", "model", "weights", "checkpoints", "ckpt", "output", "outputs", "data", "home"}
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` can only be a hub repository id, not a (mistyped) local path.
+
+    A repo id is ``owner/name`` in the hub's characters, with no file suffix, and its owner is
+    neither an existing folder here nor a usual weights-folder name.
+    """
+    if not _REPO_ID.fullmatch(text) or text.lower().endswith(_WEIGHT_SUFFIXES):
+        return False
+    owner = text.split("/")[0]
+    return owner.lower() not in _LOCAL_FOLDER_NAMES and not Path(owner).exists()
+
+
+# --- the downloader ----------------------------------------------------------------------------
 
 def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress | None = None,
                   search: tuple[str | os.PathLike, ...] = ()) -> Path:
@@ -193,17 +200,49 @@ def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress 
             return candidate
     if offline():
         raise _missing(spec, target, "downloads are switched off (MAGICFACE_OFFLINE / HF_HUB_OFFLINE)")
-    logger.warning("Downloading %s (about %d MB) from %s to %s", spec.filename, spec.approx_mb, spec.url, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        partial = Path(tmp) / spec.filename
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         try:
-            _download(_source_url(spec), partial, progress)
-        except OSError as exc:
-            raise _missing(spec, target, f"the download failed ({exc})") from exc
+            partial = _fetch(spec, Path(tmp), target, progress)
+        except WeightsNotFoundError:
+            raise
+        except Exception as exc:  # offline, DNS failure, gated repo, HTTP error: all need the same advice
+            raise _missing(spec, target, f"the download failed ({type(exc).__name__}: {exc})") from exc
         verify(spec, partial)
         shutil.move(str(partial), target)
     return target
+
+
+def ensure_folder(folder: WeightFolder, root: str | os.PathLike, progress: Progress | None = None) -> Path:
+    """The local folder holding all of ``folder``'s files, downloading the missing ones."""
+    missing = [f for f in folder.files if not f.path(root).is_file()]
+    if missing and offline():
+        listed = ", ".join(f.hf_path or f.filename for f in missing)
+        raise WeightsNotFoundError(
+            f"{folder.what} are not on this machine ({listed} missing) and downloads are switched off "
+            f"(MAGICFACE_OFFLINE / HF_HUB_OFFLINE). Download them from https://huggingface.co/{folder.repo} "
+            f"into {folder.path(root)} (keeping the sub-folders), or pass the folder's path."
+        )
+    for spec in missing:
+        ensure_weight(spec, root, progress)
+    return folder.path(root)
+
+
+def _fetch(spec: WeightFile, tmp: Path, target: Path, progress: Progress | None) -> Path:
+    """Download ``spec`` into ``tmp``; returns the downloaded file."""
+    url, headers = spec.url, {"User-Agent": "ComfyUI-MagicFace"}
+    if spec.hf_repo is not None:
+        # The hub's own URL and headers: HF_ENDPOINT mirrors and the user's token (gated repos) apply.
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        url = hf_hub_url(spec.hf_repo, spec.hf_path, revision=spec.revision)
+        headers = build_hf_headers(library_name="comfyui-magicface")
+    logger.warning("Downloading %s (%s) from %s to %s", spec.hf_path or spec.filename, _size(spec.approx_mb),
+                   url, target)
+    partial = tmp / spec.filename
+    _download(url, headers, partial, progress)
+    return partial
 
 
 def verify(spec: WeightFile, path: Path) -> None:
@@ -214,45 +253,42 @@ def verify(spec: WeightFile, path: Path) -> None:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             data_hash.update(chunk)
             blob_hash.update(chunk)
-    digest = data_hash.hexdigest()
+    digest, blob = data_hash.hexdigest(), blob_hash.hexdigest()
     if spec.sha256 is not None:
-        ok, expected = digest == spec.sha256, spec.sha256
+        ok, expected, got = digest == spec.sha256, spec.sha256, digest
     elif spec.sha256_prefix is not None:
-        ok, expected = digest.startswith(spec.sha256_prefix), spec.sha256_prefix + "..."
+        ok, expected, got = digest.startswith(spec.sha256_prefix), spec.sha256_prefix + "...", digest
     elif spec.git_blob_sha1 is not None:
-        ok, expected = blob_hash.hexdigest() == spec.git_blob_sha1, f"git blob {spec.git_blob_sha1}"
-        digest = f"git blob {blob_hash.hexdigest()}"
+        ok, expected, got = blob == spec.git_blob_sha1, f"git blob {spec.git_blob_sha1}", f"git blob {blob}"
     elif spec.hf_repo is not None:
-        expected = _hub_sha256(spec)
-        ok = digest == expected
+        kind, value = _hub_checksum(spec)
+        got = digest if kind == "sha256" else f"git blob {blob}"
+        expected = value if kind == "sha256" else f"git blob {value}"
+        ok = got == expected
     else:  # pragma: no cover - every registered file has a check
         raise AssertionError(f"{spec.filename} has no integrity check")
     if not ok:
         raise WeightsNotFoundError(
-            f"the download of {spec.filename} is corrupt (sha256 {digest}, expected {expected}); "
+            f"the download of {spec.filename} is corrupt ({got}, expected {expected}); "
             f"delete it and try again, or fetch {spec.url} by hand"
         )
 
 
-def _source_url(spec: WeightFile) -> str:
-    if spec.hf_repo is None:
-        return spec.url
-    from huggingface_hub import hf_hub_url  # honours HF_ENDPOINT mirrors
-
-    return hf_hub_url(spec.hf_repo, spec.hf_path)
-
-
-def _hub_sha256(spec: WeightFile) -> str:
+def _hub_checksum(spec: WeightFile) -> tuple[str, str]:
+    """What the hub says the file is: ``("sha256", digest)`` for LFS files, else ``("blob", git id)``."""
     from huggingface_hub import HfApi
 
-    info = HfApi().get_paths_info(spec.hf_repo, [spec.hf_path])[0]
-    if getattr(info, "lfs", None) is None:
-        raise WeightsNotFoundError(f"the hub does not report a sha256 for {spec.hf_repo}/{spec.hf_path}")
-    return info.lfs.sha256
+    info = HfApi().get_paths_info(spec.hf_repo, [spec.hf_path], revision=spec.revision)[0]
+    lfs = getattr(info, "lfs", None)
+    if lfs is not None:
+        return "sha256", lfs.sha256
+    if getattr(info, "blob_id", None):
+        return "blob", info.blob_id
+    raise WeightsNotFoundError(f"the hub does not report a checksum for {spec.hf_repo}/{spec.hf_path}")
 
 
-def _download(url: str, destination: Path, progress: Progress | None) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "ComfyUI-MagicFace"})
+def _download(url: str, headers: dict, destination: Path, progress: Progress | None) -> None:
+    request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response, open(destination, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0)
         done = 0
@@ -263,8 +299,52 @@ def _download(url: str, destination: Path, progress: Progress | None) -> None:
                 progress(done, total)
 
 
+def _size(mb: float) -> str:
+    return f"about {mb / 1000:.1f} GB" if mb >= 1000 else f"about {mb:.0f} MB" if mb >= 1 else "a few kB"
+
+
 def _missing(spec: WeightFile, target: Path, why: str) -> WeightsNotFoundError:
     return WeightsNotFoundError(
         f"{spec.filename} is needed but not on this machine, and {why}. "
-        f"Download it from {spec.url} (about {spec.approx_mb} MB) and save it as {target}."
+        f"Download it from {spec.url} ({_size(spec.approx_mb)}) and save it as {target}."
     )
+
+
+# --- a user's argument: a local path, or a hub repository ----------------------------------------
+
+def fetch_magicface(repo_id: str = MAGICFACE_REPO, root: str | os.PathLike | None = None,
+                    progress: Progress | None = None) -> Path:
+    folder = MAGICFACE if repo_id == MAGICFACE_REPO else magicface_folder(repo_id, revision=None)
+    return ensure_folder(folder, root or cache_dir(), progress)
+
+
+def fetch_sd15(repo_id: str = SD15_REPO, root: str | os.PathLike | None = None, with_unet: bool = False,
+               progress: Progress | None = None) -> Path:
+    revision = SD15_REVISION if repo_id == SD15_REPO else None
+    return ensure_folder(sd15_folder(repo_id, revision, with_unet), root or cache_dir(), progress)
+
+
+def _local_or_hub(text: str, fetch: Callable[[str], Path], what: str, hint: str) -> Path:
+    """A path that exists, else a hub repo id fetched into the cache; anything else is not found."""
+    local = Path(text).expanduser()
+    if local.exists():
+        return local
+    if is_repo_id(text):
+        return fetch(text)
+    raise WeightsNotFoundError(f"no {what} at {text}: there is no such file or folder. {hint}")
+
+
+def resolve_magicface_weights(path: str | os.PathLike) -> Path:
+    """A local checkpoint path; a hub repo id (``mengtingwei/magicface``) is downloaded first."""
+    return _local_or_hub(str(path), fetch_magicface, "MagicFace weights", (
+        f"Pass the folder holding denoising_unet/ and ID_enc/ (from https://huggingface.co/{MAGICFACE_REPO}), "
+        f"a .safetensors file written by this pack, or the hub id {MAGICFACE_REPO}."))
+
+
+def resolve_sd15(path: str | os.PathLike | None, with_unet: bool = False) -> Path:
+    """A local SD 1.5 diffusers folder (vae/, text_encoder/, tokenizer/, and unet/ ``with_unet``),
+    downloading those if ``path`` is a hub repo id (default: SD 1.5 itself)."""
+    return _local_or_hub(str(path or SD15_REPO), lambda repo: fetch_sd15(repo, with_unet=with_unet),
+                         "Stable Diffusion 1.5 folder", (
+        f"It needs vae/, text_encoder/ and tokenizer/{' and unet/' if with_unet else ''} as in "
+        f"https://huggingface.co/{SD15_REPO}, or pass that hub id."))

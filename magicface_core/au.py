@@ -133,6 +133,26 @@ class AUVector:
         return cls.from_dict(mapping)
 
     @classmethod
+    def coerce(cls, value: "AUVector | Mapping[str | int, float] | str | torch.Tensor | Sequence") -> "AUVector":
+        """The one check of AU input: an AUVector as is, ``{"AU12": 3}``, ``"AU12=3"``, or 12 numbers
+        / a ``[B, 12]`` array (the values' checks are the constructor's)."""
+        if isinstance(value, AUVector):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        if isinstance(value, str):
+            return cls.parse(value)
+        try:
+            return cls(value)
+        except AUInputError:
+            raise
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise AUInputError(
+                f"AU values must be an AUVector, a mapping such as {{'AU12': 3}}, text such as 'AU12=3' or "
+                f"{NUM_AUS} numbers per row; got {type(value).__name__} ({exc})"
+            ) from None
+
+    @classmethod
     def cat(cls, vectors: Sequence["AUVector"]) -> "AUVector":
         if not vectors:
             raise AUInputError("no AU vectors to join")

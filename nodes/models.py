@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..magicface_core import MagicFace, WeightsNotFoundError
 from ..magicface_core.model.checkpoint import is_published_layout
-from ..magicface_core.assets import MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface, local_folder
+from ..magicface_core.assets import MAGICFACE, MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface
 from . import host
 from .types import CATEGORY, MAGICFACE_MODEL, LoadedMagicFace
 
@@ -35,9 +35,9 @@ def resolve(name: str) -> Path:
     if name in weights:
         return weights[name]
     root = host.magicface_dirs()[0]
-    target = local_folder(MAGICFACE_REPO, root)
+    target = MAGICFACE.path(root)
     if name == DOWNLOAD_CHOICE:
-        return fetch_magicface(root=root)
+        return fetch_magicface(root=root, progress=host.download_progress())
     raise WeightsNotFoundError(
         f"no MagicFace weights named {name!r} in {', '.join(str(d) for d in host.magicface_dirs())}. "
         f"Download denoising_unet/ and ID_enc/ from https://huggingface.co/{MAGICFACE_REPO} into {target} "
@@ -64,5 +64,6 @@ class MagicFaceModelLoader:
 
     def load(self, weights: str, dtype: str):
         model = MagicFace.from_pretrained(resolve(weights), device=host.offload_device(), dtype=host.model_dtype(dtype))
+        model.set_execution_device(host.torch_device())  # ComfyUI moves the weights there before each call
         loaded = LoadedMagicFace(model, host.ManagedModule(model.denoiser), host.ManagedModule(model.id_encoder), weights)
         return (loaded,)

@@ -29,8 +29,7 @@ class MagicFaceIDEncoder:
     def encode(self, magicface_model: LoadedMagicFace, image, vae, conditioning):
         latents = vae_encode(vae, portrait_pixels(image, "the identity image"), "the identity image")
         text = text_embeds(conditioning, magicface_model.text_dim)
-        magicface_model.id_encoder.load()
-        features = magicface_model.model.encode_identity(latents, text)
+        features = magicface_model.encode_identity(latents, text)
         return (features.to(host.intermediate_device()),)
 
 
@@ -70,8 +69,7 @@ class MagicFaceKSampler:
                seed: int, steps: int, au_guidance: float, sampler: str, noise_per_edit: bool = False):
         cond_latents = vae_encode(vae, portrait_pixels(condition, "the condition image"), "the condition image")
         text = text_embeds(conditioning, magicface_model.text_dim)
-        magicface_model.denoiser.load()
-        latents = magicface_model.model.sample(
+        latents = magicface_model.sample(
             identity, cond_latents, au_delta, text, steps=steps, guidance=au_guidance, sampler=sampler,
             seed=seed, callback=host.sampling_callback(steps), per_item_noise=noise_per_edit,
         )

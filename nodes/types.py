@@ -28,3 +28,12 @@ class LoadedMagicFace:
     @property
     def text_dim(self) -> int:
         return self.model.denoiser.config.cross_attention_dim
+
+    # ComfyUI places each UNet (loading it may offload others); the model then computes there.
+    def encode_identity(self, *args, **kwargs):
+        self.id_encoder.load()
+        return self.model.encode_identity(*args, **kwargs)
+
+    def sample(self, *args, **kwargs):
+        self.denoiser.load()
+        return self.model.sample(*args, **kwargs)

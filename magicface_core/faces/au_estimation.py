@@ -23,8 +23,7 @@ import torch.nn as nn
 
 from . import resnet
 from ..au import AU_NAMES, AUVector
-from ..model.checkpoint import read_weights_file
-from ..errors import CheckpointError
+from ..model.checkpoint import load_strict, read_weights_file
 
 ALIGNED_SIZE = 512
 MODEL_INPUT = (256, 224)  # resize, then centre crop
@@ -55,13 +54,7 @@ class LibreFaceAUNet(nn.Module):
 def load_libreface(path: str | os.PathLike, device: torch.device | str = "cpu") -> LibreFaceAUNet:
     state = read_weights_file(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = LibreFaceAUNet()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path} is not LibreFace's AU intensity ResNet-18 (AU_Recognition resnet.pt): {exc}"
-        ) from exc
+    model = load_strict(LibreFaceAUNet(), state, str(path), "LibreFace's AU intensity ResNet-18 (AU_Recognition resnet.pt)")
     return model.to(device).eval()
 
 

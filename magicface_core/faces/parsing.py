@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import resnet
-from ..model.checkpoint import read_weights_file
-from ..errors import CheckpointError, MissingDependencyError
+from ..model.checkpoint import load_strict, read_weights_file
+from ..errors import MissingDependencyError
 
 NUM_CLASSES = 19
 CELEBAMASK_CLASSES = (
@@ -131,19 +131,8 @@ class BiSeNet(nn.Module):
 def load_bisenet(path: str | os.PathLike, device: torch.device | str = "cpu") -> BiSeNet:
     state = read_weights_file(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = BiSeNet()
-    expected = model.state_dict()
     # num_batches_tracked only counts training steps; files from older torch lack it.
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} != {list(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path} is not the BiSeNet face parser (79999_iter.pth): missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
-        )
-    model.load_state_dict(state, strict=False)
+    model = load_strict(BiSeNet(), state, str(path), "the BiSeNet face parser (79999_iter.pth)", optional=("num_batches_tracked",))
     return model.to(device).eval()
 
 

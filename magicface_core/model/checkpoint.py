@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -244,9 +244,9 @@ def build_unet(part: str, ckpt: UNetCheckpoint, dtype: torch.dtype = torch.float
             model = UNet2DConditionModel.from_config(config)
     except Exception as exc:
         raise CheckpointError(f"{ckpt.source}: the config does not describe a UNet2DConditionModel ({exc})") from exc
-    check_state_dict(model, state, part, ckpt.source)
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    load_strict(model, state, ckpt.source, f"a MagicFace {part} matching its config",
+                key_name=lambda k: _published_name(part, k), assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:  # a buffer created in __init__ that no checkpoint holds; never expected
         raise CheckpointError(f"{ckpt.source}: no weights for {_list(leftover)}")
@@ -255,27 +255,34 @@ def build_unet(part: str, ckpt: UNetCheckpoint, dtype: torch.dtype = torch.float
     return model
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], part: str, source: str) -> None:
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str,
+                key_name: Callable[[str], str] = str, optional: tuple[str, ...] = (),
+                assign: bool = False) -> torch.nn.Module:
+    """Load ``state`` into ``model`` exactly, or raise :class:`CheckpointError` naming the missing,
+    unexpected and mis-shaped keys (shown through ``key_name``). Model keys ending in one of
+    ``optional`` may be absent from the file (e.g. ``num_batches_tracked``)."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not k.endswith(optional or ("\0",))]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{_published_name(part, k)} (file {list(state[k].shape)}, model {list(expected[k])})"
+        f"{key_name(k)} (file {list(state[k].shape)}, model {list(expected[k])})"
         for k in expected
         if k in state and tuple(state[k].shape) != expected[k]
     ]
     if missing or unexpected or mismatched:
         problems = []
         if missing:
-            problems.append(f"missing {len(missing)} key(s): {_list([_published_name(part, k) for k in missing])}")
+            problems.append(f"missing {len(missing)} key(s): {_list([key_name(k) for k in missing])}")
         if unexpected:
-            problems.append(f"unexpected {len(unexpected)} key(s): {_list([_published_name(part, k) for k in unexpected])}")
+            problems.append(f"unexpected {len(unexpected)} key(s): {_list([key_name(k) for k in unexpected])}")
         if mismatched:
             problems.append(f"{len(mismatched)} key(s) of the wrong shape: {_list(mismatched)}")
         raise CheckpointError(
-            f"{source} does not match its config as a MagicFace {part}: " + "; ".join(problems)
-            + ". The file is damaged, incomplete, or not a MagicFace checkpoint."
+            f"{source} is not {what}: " + "; ".join(problems)
+            + ". The file is damaged, incomplete, or holds other weights."
         )
+    model.load_state_dict(state, strict=not optional, assign=assign)
+    return model
 
 
 def _published_name(part: str, key: str) -> str:

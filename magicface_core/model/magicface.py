@@ -16,8 +16,8 @@ import torch
 
 from . import checkpoint
 from .. import devices
-from ..au import NUM_AUS, RECOMMENDED_DELTA_LIMIT, AUVector
-from ..errors import AUInputError, ImageInputError
+from ..au import RECOMMENDED_DELTA_LIMIT, AUVector
+from ..errors import ImageInputError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
 from .schedulers import make_scheduler
 
@@ -37,12 +37,15 @@ class MagicFace:
     injection is an attention processor on each self-attention.
     """
 
-    def __init__(self, denoiser: torch.nn.Module, id_encoder: torch.nn.Module):
+    def __init__(self, denoiser: torch.nn.Module, id_encoder: torch.nn.Module,
+                 device: torch.device | str = "cpu"):
+        """``device``: where the computation runs (the UNets are expected there, see :meth:`to`)."""
         self.denoiser = denoiser
         self.id_encoder = id_encoder
         self.injection = IdentityInjection(denoiser)
         self.recorder = IdentityRecorder(id_encoder)
-        self._execution_device: torch.device | None = None  # set when offloading
+        self._device = torch.device(device)
+        self._offload = False  # enable_model_offload: each UNet visits the device only while it runs
         self._denoise = denoiser  # what the sampling loop calls: the denoiser, or its compiled form
 
     # --- loading and saving -----------------------------------------------------------------
@@ -61,6 +64,7 @@ class MagicFace:
         return cls(
             checkpoint.build_unet(checkpoint.DENOISER, parts[checkpoint.DENOISER], dtype, device),
             checkpoint.build_unet(checkpoint.ID_ENCODER, parts[checkpoint.ID_ENCODER], dtype, device),
+            device,
         )
 
     def checkpoint_parts(self, dtype: torch.dtype | None = None) -> dict[str, checkpoint.UNetCheckpoint]:
@@ -83,26 +87,34 @@ class MagicFace:
     # --- placement --------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        """Where the computation runs."""
-        return self._execution_device or self.denoiser.conv_in.weight.device
+        """Where the computation runs: the device given to :meth:`from_pretrained`, :meth:`to`,
+        :meth:`enable_model_offload` or :meth:`set_execution_device`."""
+        return self._device
+
+    def set_execution_device(self, device: torch.device | str) -> "MagicFace":
+        """Compute on ``device`` while the host places the weights (ComfyUI loads each UNet there
+        through its memory management before calling)."""
+        self._device, self._offload = torch.device(device), False
+        return self
 
     def enable_model_offload(self, execution_device: torch.device | str) -> "MagicFace":
         """Low-VRAM mode: keep both UNets on the CPU and bring each to the GPU only while it runs,
         so the ID encoder and the denoiser never occupy GPU memory together."""
-        self._execution_device = torch.device(execution_device)
-        return self.to("cpu")
+        self.to("cpu")
+        self._device, self._offload = torch.device(execution_device), True
+        return self
 
     @contextlib.contextmanager
     def _placed(self, module: torch.nn.Module):
-        if self._execution_device is None:
+        if not self._offload:
             yield
             return
-        module.to(self._execution_device)
+        torch.nn.Module.to(module, self._device)
         try:
             yield
         finally:
-            module.to("cpu")
-            if self._execution_device.type == "cuda":
+            torch.nn.Module.to(module, "cpu")
+            if self._device.type == "cuda":
                 torch.cuda.empty_cache()
 
     def compile(self, **options) -> "MagicFace":
@@ -122,9 +134,12 @@ class MagicFace:
         return self.denoiser.conv_in.weight.dtype
 
     def to(self, device=None, dtype=None) -> "MagicFace":
+        """Move both UNets; computation follows them to ``device`` (and offloading stops)."""
         for module in (self.denoiser, self.id_encoder):
             # nn.Module.to: diffusers' override warns on every dtype cast, even with nothing to keep in fp32.
             torch.nn.Module.to(module, device=device, dtype=dtype)
+        if device is not None:
+            self._device, self._offload = torch.device(device), False
         return self
 
     # --- the edit -----------------------------------------------------------------------------
@@ -133,8 +148,7 @@ class MagicFace:
         """Run the ID encoder once on unscaled identity latents ``[B,4,h,w]``; text ``[B,77,D]``."""
         _check_latents("id_latents", id_latents)
         batch = _batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
-        weight = self.id_encoder.conv_in.weight  # in ComfyUI each UNet is placed on its own
-        device, dtype = self._execution_device or weight.device, weight.dtype
+        device, dtype = self.device, self.dtype
         sample = _expand(id_latents, batch).to(device, dtype)
         text = _expand(text_embeds, batch).to(device, dtype)
         timestep = torch.tensor([ID_ENCODER_TIMESTEP], device=device)
@@ -168,7 +182,7 @@ class MagicFace:
         if steps < 1:
             raise ValueError("steps must be at least 1")
         _check_latents("cond_latents", cond_latents)
-        au = _as_au_tensor(au_delta)
+        au = AUVector.coerce(au_delta).to_tensor()
         sizes = {
             "AU vectors": au.shape[0], "cond_latents": cond_latents.shape[0],
             "text_embeds": text_embeds.shape[0], "identity features": features.batch_size,
@@ -229,19 +243,6 @@ def _draw_noise(shape: tuple[int, ...], seed: int | None, per_item: bool) -> tor
         generator.manual_seed(int(seed) % (2**64))
     draw_shape = shape if per_item else (1, *shape[1:])
     return torch.randn(draw_shape, generator=generator, dtype=torch.float32)
-
-
-def _as_au_tensor(au_delta) -> torch.Tensor:
-    if isinstance(au_delta, AUVector):
-        return au_delta.to_tensor()
-    tensor = torch.as_tensor(au_delta, dtype=torch.float32)
-    if tensor.ndim == 1:
-        tensor = tensor.unsqueeze(0)
-    if tensor.ndim != 2 or tensor.shape[1] != NUM_AUS:
-        raise AUInputError(f"AU deltas must be an AUVector or a [B, {NUM_AUS}] tensor, got shape {tuple(tensor.shape)}")
-    if not torch.isfinite(tensor).all():
-        raise AUInputError("AU deltas must be finite numbers")
-    return tensor
 
 
 def _check_latents(name: str, latents: torch.Tensor) -> None:

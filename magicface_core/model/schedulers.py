@@ -7,8 +7,6 @@ ending at zero, which changes results slightly at low step counts).
 
 from __future__ import annotations
 
-import inspect
-
 from ..errors import MagicFaceError
 
 # scheduler/scheduler_config.json of stable-diffusion-v1-5 (a PNDM config the others are built from).
@@ -50,7 +48,5 @@ def make_scheduler(name: str):
         class_name, settings, _ = SAMPLERS[name]
     except KeyError:
         raise MagicFaceError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLER_NAMES)}") from None
-    cls = getattr(diffusers, class_name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    config = {k: v for k, v in {**SD15_SCHEDULER_CONFIG, **settings}.items() if k in accepted}
-    return cls(**config)
+    # from_config keeps the keys the class knows and drops the PNDM-only ones.
+    return getattr(diffusers, class_name).from_config({**SD15_SCHEDULER_CONFIG, **settings})

@@ -1,14 +1,17 @@
-"""Stable Diffusion 1.5's VAE and CLIP text encoder, as MagicFace uses them (outside ComfyUI).
+"""Stable Diffusion 1.5's parts as MagicFace uses them outside ComfyUI, and its latent conventions.
 
-MagicFace conditions both UNets on one fixed prompt and works on *unscaled* VAE latents: the
-identity and condition images are encoded to the mode of the posterior, and the sampler's
-output (already divided by 0.18215) decodes directly.
+One loader serves inference (VAE, tokenizer, text encoder) and training (the same, plus the
+UNet both of MagicFace's UNets start from). One pair of helpers moves between images and
+latents. MagicFace conditions both UNets on one fixed prompt and works on *unscaled* VAE
+latents: the identity and condition images are encoded to the mode of the posterior, and the
+sampler's output (already divided by 0.18215) decodes directly.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -22,33 +25,69 @@ class SD15Parts:
     vae: torch.nn.Module
     tokenizer: object
     text_encoder: torch.nn.Module
+    unet: torch.nn.Module | None = None  # loaded for training only
 
     @property
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
 
-def load_sd15(path: str | os.PathLike | None, device: torch.device | str, dtype: torch.dtype) -> SD15Parts:
-    """VAE, tokenizer and text encoder from a diffusers SD 1.5 folder (or the hub, when online)."""
-    from diffusers import AutoencoderKL
+def load_sd15(source: str | os.PathLike | None, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32, with_unet: bool = False) -> SD15Parts:
+    """SD 1.5 from a diffusers folder, a single-file checkpoint, or a hub repo id (default: SD 1.5).
+
+    The VAE and text encoder go to ``device``/``dtype``, frozen; the UNet (``with_unet``) stays
+    on the CPU in fp32, as training's starting point.
+    """
+    path = Path(source).expanduser() if source is not None else None
+    if path is not None and path.is_file():
+        parts = _from_single_file(path)
+    else:
+        parts = _from_folder(source, with_unet)
+    if not with_unet:
+        parts.unet = None
+    for module in (parts.vae, parts.text_encoder):
+        torch.nn.Module.to(module, device=device, dtype=dtype)
+        module.eval().requires_grad_(False)
+    parts.vae.enable_slicing()  # a batch decodes one image at a time: same result, less peak memory
+    return parts
+
+
+def _from_folder(source, with_unet: bool) -> SD15Parts:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from ..assets import resolve_sd15
+    from ..assets import SD15_REPO, resolve_sd15
 
-    folder = resolve_sd15(path)
+    folder = resolve_sd15(source, with_unet)
     try:
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+        return SD15Parts(
+            AutoencoderKL.from_pretrained(folder, subfolder="vae"),
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
+            UNet2DConditionModel.from_pretrained(folder, subfolder="unet") if with_unet else None,
+        )
     except (OSError, ValueError) as exc:
+        needs = "unet/, vae/, text_encoder/ and tokenizer/" if with_unet else "vae/, text_encoder/ and tokenizer/"
         raise WeightsNotFoundError(
-            f"{folder} is not a complete Stable Diffusion 1.5 folder ({exc}). It needs vae/, text_encoder/ and "
-            "tokenizer/ as in https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5"
+            f"{folder} is not a complete Stable Diffusion 1.5 folder ({exc}). It needs {needs} as in "
+            f"https://huggingface.co/{SD15_REPO}"
         ) from exc
-    for module in (vae, text_encoder):
-        module.to(device).eval().requires_grad_(False)
-    vae.enable_slicing()  # a batch of edits decodes one image at a time: same result, less peak memory
-    return SD15Parts(vae, tokenizer, text_encoder)
+
+
+def _from_single_file(path: Path) -> SD15Parts:
+    from diffusers import StableDiffusionPipeline
+
+    from ..assets import offline
+
+    try:  # the file holds the weights; diffusers supplies the SD 1.5 configs (cached, or from the hub)
+        pipe = StableDiffusionPipeline.from_single_file(str(path), safety_checker=None, local_files_only=offline())
+    except Exception as exc:
+        raise WeightsNotFoundError(
+            f"could not read {path} as a Stable Diffusion 1.5 checkpoint ({exc}). Offline, use a diffusers "
+            "folder (unet/, vae/, text_encoder/, tokenizer/) instead."
+        ) from exc
+    return SD15Parts(pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.unet)
 
 
 @torch.no_grad()
@@ -60,15 +99,17 @@ def encode_prompt(parts: SD15Parts, prompt: str = MAGICFACE_PROMPT) -> torch.Ten
 
 
 @torch.no_grad()
-def vae_encode(vae: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Unscaled latents (posterior mode) of images ``[B,3,H,W]`` in 0..1."""
+def vae_encode(vae: torch.nn.Module, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unscaled latents of images ``[B,3,H,W]`` in 0..1: the posterior's mode, or a sample drawn
+    with ``generator`` (training's targets)."""
     param = next(vae.parameters())
-    return vae.encode(images.to(param.device, param.dtype) * 2 - 1).latent_dist.mode()
+    posterior = vae.encode(images.to(param.device, param.dtype) * 2 - 1).latent_dist
+    return posterior.mode() if generator is None else posterior.sample(generator=generator)
 
 
 @torch.no_grad()
 def vae_decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """Images ``[B,3,H,W]`` in 0..1 from unscaled latents."""
+    """Images ``[B,3,H,W]`` in 0..1 (fp32) from unscaled latents."""
     param = next(vae.parameters())
     images = vae.decode(latents.to(param.device, param.dtype)).sample
     return (images.float() / 2 + 0.5).clamp(0, 1)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..au import AUVector
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
+from ..model.sd15 import vae_encode
 from .config import TrainConfig
 from .dataset import EpochSampler, PairDataset, apply_au_rules, load_rgb
 
@@ -38,15 +39,10 @@ def training_loss(magicface: MagicFace, denoiser, id_encoder, vae, text: torch.T
     """One micro-batch: encode, noise, predict, MSE; ``backward(loss)`` runs while identity is bound."""
     device = text.device
     batch_size = batch["target"].shape[0]
-    with torch.no_grad():
-        def encode(images, sample: bool):
-            posterior = vae.encode(images.to(device, vae.dtype) * 2 - 1).latent_dist
-            return posterior.sample(generator=generator) if sample else posterior.mode()
-
-        # Identity and condition enter unscaled (posterior mode), the target in SD's scaled space.
-        id_latents = encode(batch["identity"], sample=False)
-        cond_latents = encode(batch["condition"], sample=False)
-        latents = encode(batch["target"], sample=True) * LATENT_SCALE
+    # Identity and condition enter unscaled (posterior mode), the target in SD's scaled space.
+    id_latents = vae_encode(vae, batch["identity"])
+    cond_latents = vae_encode(vae, batch["condition"])
+    latents = vae_encode(vae, batch["target"], generator) * LATENT_SCALE
     au = apply_au_rules(batch["au_delta"].float().cpu(), generator, config.au_dropout, config.no_change_noise,
                         config.no_change_threshold).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
@@ -106,8 +102,8 @@ def train(config: TrainConfig) -> Path:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
-    from ..model.sd15 import SD15Parts, encode_prompt
-    from .sd15_init import load_sd15_for_training, magicface_from_sd15
+    from ..model.sd15 import encode_prompt, load_sd15
+    from .sd15_init import magicface_from_sd15
 
     output = config.output
     accelerator = Accelerator(
@@ -123,12 +119,11 @@ def train(config: TrainConfig) -> Path:
     if accelerator.is_main_process:
         (output / "config.yaml").write_text(_to_yaml(config))
 
-    base = load_sd15_for_training(config.sd15)
     device = accelerator.device
+    base = load_sd15(config.sd15, device, torch.float32, with_unet=config.init_from is None)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    base.vae.to(device, weight_dtype).requires_grad_(False).eval()
-    base.text_encoder.to(device).requires_grad_(False).eval()
-    text = encode_prompt(SD15Parts(base.vae, base.tokenizer, base.text_encoder)).detach()
+    base.vae.to(dtype=weight_dtype)
+    text = encode_prompt(base).detach()
     base.text_encoder.to("cpu")  # frozen and used once: the prompt's embedding is all training needs
 
     magicface = MagicFace.from_pretrained(config.init_from, device="cpu", dtype="fp32") if config.init_from \
@@ -156,10 +151,10 @@ def train(config: TrainConfig) -> Path:
                                  num_training_steps=config.max_steps * accelerator.num_processes)
     denoiser, id_encoder, optimizer, loader, lr_scheduler = accelerator.prepare(
         magicface.denoiser, magicface.id_encoder, optimizer, loader, lr_scheduler)
+    magicface.set_execution_device(device)  # accelerate placed the UNets; validation computes there
     if ema is not None:
         ema.to(device)
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER_CONFIG.items()
-                                       if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
 
     global_step = 0
     resume_from = latest_checkpoint(output) if config.resume == "latest" else (Path(config.resume) if config.resume else None)
@@ -258,7 +253,6 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
     try:
         deltas = AUVector.cat([AUVector.parse(d) for d in config.validation_deltas])
         device = text.device
-        encode = lambda images: vae.encode(images.to(device, vae.dtype) * 2 - 1).latent_dist.mode().float()
         seen, rows = set(), []
         for pair in dataset.pairs:
             frame = dataset.frames[pair.identity]
@@ -267,8 +261,8 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
             seen.add(frame.image)
             portrait = load_rgb(dataset.root / frame.image, config.resolution)[None]
             condition = load_rgb(dataset.root / frame.condition, config.resolution)[None]
-            features = magicface.encode_identity(encode(portrait), text)
-            latents = magicface.sample(features, encode(condition), deltas, text, steps=config.validation_steps,
+            features = magicface.encode_identity(vae_encode(vae, portrait), text)
+            latents = magicface.sample(features, vae_encode(vae, condition), deltas, text, steps=config.validation_steps,
                                        guidance=config.validation_guidance, seed=config.seed)
             rows.append(torch.cat([portrait.to(device), vae_decode(vae, latents).to(device)]))
             if len(rows) == config.validation_identities:
