@@ -159,6 +159,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MAGICFACE_CACHE") or Path.home() / ".cache" / "magicface")
 
 
+def preprocessing_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where the CLI keeps the preprocessing networks: ``<root or cache>/preprocessing``."""
+    return Path(root or cache_dir()) / "preprocessing"
+
+
 def offline() -> bool:
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
                for k in ("MAGICFACE_OFFLINE", "HF_HUB_OFFLINE"))

@@ -7,6 +7,10 @@
     python -m magicface_core convert WEIGHTS_DIR magicface_fp16.safetensors --dtype fp16
     python -m magicface_core download
     python -m magicface_core prepare|train|evaluate ...   (see each one's --help)
+
+This module is the one place that sets up logging, parses devices and precisions, and turns the
+library's :class:`~magicface_core.errors.MagicFaceError` into a message and an exit code.
+``python -m magicface_core.train`` (``.prepare``, ``.evaluate``) are aliases of the subcommands.
 """
 
 from __future__ import annotations
@@ -23,13 +27,24 @@ from .model.schedulers import SAMPLER_NAMES
 logger = logging.getLogger("magicface_core")
 
 
-def _add_device_args(parser: argparse.ArgumentParser) -> None:
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def _add_device_args(parser: argparse.ArgumentParser, dtype: bool = True, faces: bool = True) -> None:
     parser.add_argument("--device", default=None, help="cuda, cpu, mps... (default: the GPU if there is one)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="precision (default: half on GPU, fp32 on CPU)")
-    parser.add_argument("--face-weights", type=Path, default=None,
-                        help="folder for the face detection/parsing/AU weights (default: the magicface cache)")
-    parser.add_argument("--parser", default="bisenet", choices=["bisenet", "facer"], help="face parsing backend")
+    if dtype:
+        parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                            help="precision (default: half on GPU, fp32 on CPU)")
+    if faces:
+        parser.add_argument("--face-weights", type=Path, default=None,
+                            help="folder for the face detection/parsing/AU weights (default: the magicface cache)")
+        parser.add_argument("--parser", default="bisenet", choices=["bisenet", "facer"], help="face parsing backend")
+
+
+def _device_and_dtype(args):
+    from . import devices
+
+    return devices.resolve(args.device, getattr(args, "dtype", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--sampler", default="uni_pc", choices=SAMPLER_NAMES)
     edit.add_argument("--crop", action="store_true", help="find the face in a full photo, edit it and paste it back")
     edit.add_argument("--face-index", type=int, default=0, help="which face with --crop (0 = largest)")
+    edit.add_argument("--offload", action="store_true",
+                      help="low GPU memory: keep the UNets on the CPU and move each to the GPU only while it runs")
     _add_device_args(edit)
 
     estimate = commands.add_parser("estimate", help="print the AU intensities of a face")
@@ -73,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = commands.add_parser("download", help="download all weights the CLI needs")
     download.add_argument("--to", type=Path, default=None, help="weights folder (default: the magicface cache)")
+    download.add_argument("--training", action="store_true", help="also SD 1.5's UNet, which training starts from")
+
+    from .evaluation import evaluate as evaluation
+    from .training import prepare as preparation
+
+    prepare = commands.add_parser("prepare", help="build a training set from videos",
+                                  description=preparation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    preparation.add_arguments(prepare)
+    _add_device_args(prepare, dtype=False)
+
+    evaluate = commands.add_parser("evaluate", help="the paper's metrics for a set of edits",
+                                   description=evaluation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluation.add_arguments(evaluate)
+    _add_device_args(evaluate)
+
+    # The training flags and YAML have their own typed parser: everything after "train" goes to it.
+    commands.add_parser("train", help="train MagicFace from SD 1.5 (see train --help)", add_help=False)
     return parser
 
 
@@ -85,18 +119,12 @@ def parse_au_delta(au_args: list[str], variants: list[str]) -> AUVector:
 
 
 def _face_toolkit(args):
-    import torch
+    from .faces.toolkit import default_toolkit
 
-    from . import devices
-    from .faces.toolkit import FaceToolkit
-    from .assets import cache_dir
-
-    device = torch.device(args.device) if args.device else devices.default_device()
-    return FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device, args.parser)
+    return default_toolkit(_device_and_dtype(args)[0], args.parser, args.face_weights)
 
 
 def run_edit(args) -> list[Path]:
-    from . import devices
     from .edit import EditSettings, edit_photo
     from .imaging import load_image, save_image
     from .model.magicface import MagicFace
@@ -105,8 +133,10 @@ def run_edit(args) -> list[Path]:
     au_delta = parse_au_delta(args.au, args.variant)
     photo = load_image(args.image)
     condition = load_image(args.condition) if args.condition else None
-    device, dtype = devices.resolve(args.device, args.dtype)
-    model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
+    device, dtype = _device_and_dtype(args)
+    model = MagicFace.from_pretrained(args.weights, device="cpu" if args.offload else device, dtype=dtype)
+    if args.offload:
+        model.enable_model_offload(device)
     sd15 = load_sd15(args.sd15, device, dtype)
     settings = EditSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
 
@@ -154,34 +184,54 @@ def run_download(args) -> None:
 
     root = args.to or assets.cache_dir()
     print(f"MagicFace: {assets.fetch_magicface(root=root)}")
-    print(f"Stable Diffusion 1.5: {assets.fetch_sd15(root=root)}")
+    print(f"Stable Diffusion 1.5: {assets.fetch_sd15(root=root, with_unet=args.training)}")
     for spec in assets.ALL_FILES:
-        print(f"{spec.filename}: {assets.ensure_weight(spec, root / 'preprocessing')}")
+        print(f"{spec.filename}: {assets.ensure_weight(spec, assets.preprocessing_dir(root))}")
+
+
+def run_prepare(args) -> None:
+    from .training.prepare import run
+
+    run(args, _face_toolkit(args))
+
+
+def run_evaluate(args) -> None:
+    from .evaluation.evaluate import run
+
+    device, dtype = _device_and_dtype(args)
+    run(args, _face_toolkit(args), device, dtype)
+
+
+def run_train(argv: list[str]) -> None:
+    from .training.config import load_config
+    from .training.loop import train
+
+    print(f"wrote {train(load_config(argv))}")
 
 
 COMMANDS = {"edit": run_edit, "estimate": run_estimate, "condition": run_condition, "convert": run_convert,
-            "download": run_download}
+            "download": run_download, "prepare": run_prepare, "evaluate": run_evaluate}
 
 
-# Commands with parsers of their own; ``python -m magicface_core.train`` etc. stay as aliases.
-FORWARDED = {
-    "prepare": "magicface_core.training.prepare",
-    "train": "magicface_core.train",
-    "evaluate": "magicface_core.evaluation.evaluate",
-}
+def _setup_logging(timestamps: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s" if timestamps else "%(message)s")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code (0, 2 for an error the user can act on, 130 on Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in FORWARDED:
-        import importlib
-
-        return importlib.import_module(FORWARDED[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    training = bool(argv) and argv[0] == "train"
+    args = None if training else build_parser().parse_args(argv)  # argparse exits 2 on bad flags
+    _setup_logging(timestamps=training)
     try:
-        COMMANDS[args.command](args)
+        if training:
+            run_train(argv[1:])
+        else:
+            COMMANDS[args.command](args)
     except MagicFaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import MagicFaceError
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -26,12 +28,16 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 def resolve(device: torch.device | str | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(device) if device is not None else default_device()
+    """The one reading of a device and a precision, as the CLI and the API take them."""
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except (RuntimeError, TypeError) as exc:
+        raise MagicFaceError(f"unknown device {device!r}: use cpu, cuda, cuda:1, mps... ({exc})") from None
     if isinstance(dtype, str):
         if dtype in ("auto", ""):
             dtype = None
         elif dtype in DTYPES:
             dtype = DTYPES[dtype]
         else:
-            raise ValueError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
+            raise MagicFaceError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
     return device, dtype or default_dtype(device)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .au import AUVector
 from .faces.crop import paste_back
-from .faces.toolkit import FaceToolkit
+from .faces.toolkit import FaceToolkit, default_toolkit
 from .imaging import as_portrait, from_tensor, to_tensor
 from .model.magicface import MagicFace
 from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
@@ -43,7 +43,11 @@ def edit_photo(
 
     Without ``crop`` the photo must be a portrait framed like the authors' (resized to 512 if
     square). ``condition`` defaults to the background + jaw contour computed from the portrait.
+    ``faces`` defaults to :func:`~magicface_core.faces.toolkit.default_toolkit` on the model's device.
     """
+    if faces is None and (crop or condition is None):
+        faces = default_toolkit(model.device)
+
     # 1. The 512x512 portrait, and how to put it back into the photo.
     transform = None
     if crop:
@@ -75,3 +79,4 @@ def edit_photo(
     if transform is not None:
         edited = [paste_back(photo, image, transform) for image in edited]
     return edited
+

@@ -2,7 +2,12 @@
 
 import sys
 
-from .evaluation.evaluate import main
+from .cli import main as _cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _cli(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,10 +6,9 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..magicface_core import ImageInputError
-from ..magicface_core.imaging import PORTRAIT_SIZE, needs_resize_to_portrait
+from ..magicface_core.imaging import needs_resize_to_portrait, resize_portraits
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +37,7 @@ def portrait_pixels(images: torch.Tensor, what: str) -> torch.Tensor:
     images = images[..., :3]
     if not needs_resize_to_portrait(images.shape[2], images.shape[1], what):
         return images
-    resized = F.interpolate(images.movedim(-1, 1), (PORTRAIT_SIZE, PORTRAIT_SIZE), mode="bilinear",
-                            antialias=True, align_corners=False)
-    return resized.movedim(1, -1).clamp(0, 1)
+    return resize_portraits(images.movedim(-1, 1)).movedim(1, -1)
 
 
 def vae_encode(vae, pixels: torch.Tensor, what: str) -> torch.Tensor:

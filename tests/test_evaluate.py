@@ -94,7 +94,7 @@ def test_evaluate_writes_per_edit_rows_and_a_summary(tmp_path):
 
 
 def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatch):
-    from magicface_core.evaluation.evaluate import main
+    from magicface_core.cli import main
     from magicface_core.faces.toolkit import FaceToolkit
     from magicface_core.faces.landmarks import FaceBox
     from tests.support.factories import write_face_weights, write_tiny_sd15
@@ -104,7 +104,7 @@ def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatc
     Image.open(OFFICIAL / "00025.png").save(portraits / "00025.png")
     (tmp_path / "deltas.txt").write_text("AU12=3,AU6=2\nAU26=4\n")
     monkeypatch.setattr(FaceToolkit, "detect", lambda self, image: [FaceBox(140, 130, 372, 420)])
-    code = main(["--generate", "--identities", str(portraits), "--deltas", str(tmp_path / "deltas.txt"),
+    code = main(["evaluate", "--generate", "--identities", str(portraits), "--deltas", str(tmp_path / "deltas.txt"),
                  "--weights", str(tiny_checkpoint), "--sd15", str(write_tiny_sd15(tmp_path / "sd15")),
                  "--steps", "2", "--out", str(tmp_path / "out"), "--id-backend", "none", "--device", "cpu",
                  "--face-weights", str(write_face_weights(tmp_path / "faces"))])

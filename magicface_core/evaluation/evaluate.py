@@ -14,12 +14,10 @@ it separately, otherwise ID distance is left empty).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -157,9 +155,8 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m magicface_core evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser) -> None:
+    """The ``evaluate`` subcommand's flags (device and face-weight flags are the CLI's shared ones)."""
     parser.add_argument("--triples", type=Path, help="CSV with columns identity, au_delta, edited")
     parser.add_argument("--generate", action="store_true", help="make the edits first (needs --identities, --deltas)")
     parser.add_argument("--identities", type=Path, help="folder of 512x512 portraits")
@@ -172,42 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="uni_pc")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--id-backend", choices=["face_recognition", "none"], default="face_recognition")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--face-weights", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from .. import devices
-    from ..faces.toolkit import FaceToolkit
-    from ..assets import cache_dir
 
-    try:
-        device, dtype = devices.resolve(args.device, None)
-        toolkit = FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device)
-        if args.generate:
-            from ..edit import EditSettings
-            from ..model.magicface import MagicFace
-            from ..model.sd15 import load_sd15
+def run(args, toolkit, device, dtype) -> None:
+    if args.generate:
+        if not (args.identities and args.deltas):
+            raise MagicFaceError("--generate needs --identities and --deltas")
+        from ..edit import EditSettings
+        from ..model.magicface import MagicFace
+        from ..model.sd15 import load_sd15
 
-            if not (args.identities and args.deltas):
-                parser.error("--generate needs --identities and --deltas")
-            identities = sorted(p for p in args.identities.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-            deltas = [AUVector.parse(line) for line in args.deltas.read_text().splitlines() if line.strip()]
-            model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
-            sd15 = load_sd15(args.sd15, device, dtype)
-            settings = EditSettings(args.steps, args.guidance, args.seed, args.sampler)
-            triples = generate_edits(identities, deltas, model, sd15, toolkit, args.out, settings)
-        elif args.triples:
-            triples = read_triples(args.triples)
-        else:
-            parser.error("give --triples, or --generate with --identities and --deltas")
-        summary = evaluate(triples, default_tools(toolkit, args.id_backend), args.out)
-    except MagicFaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        identities = sorted(p for p in args.identities.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        deltas = [AUVector.parse(line) for line in args.deltas.read_text().splitlines() if line.strip()]
+        model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
+        sd15 = load_sd15(args.sd15, device, dtype)
+        settings = EditSettings(args.steps, args.guidance, args.seed, args.sampler)
+        triples = generate_edits(identities, deltas, model, sd15, toolkit, args.out, settings)
+    elif args.triples:
+        triples = read_triples(args.triples)
+    else:
+        raise MagicFaceError("give --triples, or --generate with --identities and --deltas")
+    summary = evaluate(triples, default_tools(toolkit, args.id_backend), args.out)
     print(summary_table(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -94,3 +94,9 @@ class FaceToolkit:
 def shared_toolkit(weights_root: str, device: str, parser: str = "bisenet") -> FaceToolkit:
     """One toolkit per settings, so networks load once per process."""
     return FaceToolkit(weights_root, device, parser)
+
+
+def default_toolkit(device: torch.device | str = "cpu", parser: str = "bisenet",
+                    weights_root: str | os.PathLike | None = None) -> FaceToolkit:
+    """The toolkit outside ComfyUI: weights under ``<cache>/preprocessing`` unless ``weights_root`` is given."""
+    return FaceToolkit(weights_root or assets.preprocessing_dir(), device, parser)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
+from ..errors import MissingDependencyError
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
@@ -67,7 +68,7 @@ def build_optimizer(params, config: TrainConfig):
         try:
             import bitsandbytes as bnb
         except ImportError as exc:
-            raise SystemExit("--use-8bit-adam needs bitsandbytes (pip install bitsandbytes)") from exc
+            raise MissingDependencyError("--use-8bit-adam needs bitsandbytes (pip install bitsandbytes)") from exc
         optimizer_cls = bnb.optim.AdamW8bit
     else:
         optimizer_cls = torch.optim.AdamW

@@ -11,11 +11,9 @@ skipped and counted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -55,7 +53,7 @@ class Report:
 def find_clips(folder: Path) -> list[Path]:
     """Video files and folders of frames directly under ``folder``, in name order."""
     if not folder.is_dir():
-        raise SystemExit(f"{folder} is not a folder")
+        raise MagicFaceError(f"{folder} is not a folder: give the folder holding the videos or frame folders")
     return sorted(p for p in folder.iterdir()
                   if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
                   or (p.is_dir() and any(c.suffix.lower() in IMAGE_SUFFIXES for c in p.iterdir())))
@@ -157,39 +155,18 @@ def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m magicface_core prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser) -> None:
+    """The ``prepare`` subcommand's flags (the device and face-weight flags are the CLI's shared ones)."""
     parser.add_argument("--videos", type=Path, required=True, help="folder of videos and/or frame folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (re-run to resume)")
     defaults = Settings()
     for name in ("frame_step", "max_frames", "min_gap", "pairs_per_clip", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--face-weights", type=Path, default=None,
-                        help="folder for the face weights (default: the magicface cache)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    import torch
 
-    from .. import devices
-    from ..faces.toolkit import FaceToolkit
-    from ..assets import cache_dir
-
-    device = torch.device(args.device) if args.device else devices.default_device()
-    toolkit = FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device)
+def run(args, toolkit) -> None:
     settings = Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed)
-    try:
-        report = prepare(args.videos, args.out, toolkit, settings)
-    except MagicFaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = prepare(args.videos, args.out, toolkit, settings)
     print(f"{report.clips} clips ({len(report.unreadable_clips)} unreadable: {', '.join(report.unreadable_clips) or '-'}), "
           f"{report.frames_kept} frames kept, {report.frames_without_face} without a usable face, "
           f"{report.pairs} pairs -> {args.out / 'index.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
