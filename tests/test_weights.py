@@ -67,3 +67,153 @@ def test_every_registered_file_has_a_check_and_a_source():
     for spec in ALL_FILES:
         assert spec.url.startswith("https://")
         assert spec.sha256 or spec.sha256_prefix or spec.git_blob_sha1 or spec.hf_repo
+
+
+# --- one registry, one downloader: offline, path-or-repo, checksums, when "Downloading" is said -------
+
+from magicface_core import assets  # noqa: E402
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to reach the network fails the test."""
+    import huggingface_hub
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the network was contacted: {args[:1]}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    for name in ("hf_hub_download", "snapshot_download", "hf_hub_url"):
+        monkeypatch.setattr(huggingface_hub, name, refuse)
+    monkeypatch.setattr(assets, "_hub_checksum", refuse)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: assets.resolve_magicface_weights("mengtingwei/magicface"),
+    lambda: assets.resolve_sd15(None),
+    lambda: assets.resolve_sd15("stable-diffusion-v1-5/stable-diffusion-v1-5", with_unet=True),
+    lambda: assets.ensure_weight(assets.BISENET, assets.cache_dir()),
+    lambda: assets.ensure_weight(assets.S3FD, assets.cache_dir()),
+], ids=["magicface", "sd15", "sd15-with-unet", "bisenet-hub-file", "s3fd-url-file"])
+def test_magicface_offline_alone_never_contacts_the_network(call, tmp_path, monkeypatch, no_network, caplog):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("MAGICFACE_OFFLINE", "1")
+    monkeypatch.setenv("MAGICFACE_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level("INFO"), pytest.raises(WeightsNotFoundError, match="downloads are switched off"):
+        call()
+    assert "Downloading" not in caplog.text
+    assert not any((tmp_path / "cache").rglob("*.*"))  # nothing half-written
+
+
+def test_offline_folder_error_lists_the_missing_files_and_where_they_go(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("MAGICFACE_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError) as info:
+        assets.fetch_magicface(root=tmp_path)
+    message = str(info.value)
+    assert "denoising_unet/diffusion_pytorch_model.safetensors" in message and "ID_enc/config.json" in message
+    assert str(tmp_path / "mengtingwei--magicface") in message
+    assert "https://huggingface.co/mengtingwei/magicface" in message
+
+
+@pytest.mark.parametrize("text", ["models/magicfce", "./x", "../weights/magicface", "C:\\weights\\magicface",
+                                  "weights/sub/magicface", "mine/magicface.safetensors", "magicface.pth",
+                                  "~/magicface", "/no/such/folder"])
+def test_a_path_that_does_not_exist_is_not_found_not_a_repo_id(text, tmp_path, monkeypatch, no_network, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
+    with caplog.at_level("INFO"), pytest.raises(WeightsNotFoundError, match="there is no such file or folder"):
+        assets.resolve_magicface_weights(text)
+    with pytest.raises(WeightsNotFoundError, match="there is no such file or folder"):
+        assets.resolve_sd15(text)
+    assert "Downloading" not in caplog.text
+
+
+def test_an_owner_that_is_a_local_folder_makes_it_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert assets.is_repo_id("someone/magicface")
+    (tmp_path / "someone").mkdir()
+    assert not assets.is_repo_id("someone/magicface")
+    assert assets.is_repo_id("mengtingwei/magicface") and assets.is_repo_id(assets.SD15_REPO)
+
+
+def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, monkeypatch, caplog):
+    """The downloader on hub files, with the hub's URL and checksum lookup replaced by local files."""
+    import huggingface_hub
+
+    monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    remote = tmp_path / "remote"
+    asked = []
+
+    def hub_url(repo, path, revision=None):
+        asked.append((repo, path, revision))
+        source = remote / path
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_bytes(f"{repo}:{path}".encode())
+        return source.as_uri()
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_url", hub_url)
+    monkeypatch.setattr(assets, "_hub_checksum",
+                        lambda spec: ("sha256", hashlib.sha256((remote / spec.hf_path).read_bytes()).hexdigest()))
+    seen = []
+    with caplog.at_level("INFO"):
+        folder = assets.fetch_sd15(root=tmp_path / "cache", with_unet=True, progress=lambda d, t: seen.append((d, t)))
+    assert folder == tmp_path / "cache" / "stable-diffusion-v1-5--stable-diffusion-v1-5"
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        f"{assets.SD15_REPO}:unet/diffusion_pytorch_model.safetensors".encode()
+    assert {revision for _, _, revision in asked} == {assets.SD15_REVISION}
+    assert len(asked) == len(assets.SD15_WITH_UNET.files) and seen
+    starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Downloading")]
+    assert len(starts) == len(asked)
+    assert any("unet/diffusion_pytorch_model.safetensors (about 3.4 GB)" in m for m in starts)
+    # Everything is there now: a second call neither downloads nor says so.
+    caplog.clear()
+    asked.clear()
+    with caplog.at_level("INFO"):
+        assert assets.fetch_sd15(root=tmp_path / "cache", with_unet=True) == folder
+        assert assets.resolve_sd15(str(folder), with_unet=True) == folder
+    assert not asked and "Downloading" not in caplog.text
+
+
+def test_a_corrupt_hub_download_is_refused_and_not_kept(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    source = tmp_path / "79999_iter.pth"
+    source.write_bytes(b"not the parser")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_url", lambda repo, path, revision=None: source.as_uri())
+    monkeypatch.setattr(assets, "_hub_checksum", lambda spec: ("sha256", "0" * 64))
+    with pytest.raises(WeightsNotFoundError, match=r"corrupt \(\w{64}, expected 0{64}\)"):
+        assets.ensure_weight(assets.BISENET, tmp_path / "models")
+    assert not assets.BISENET.path(tmp_path / "models").exists()
+    assert list((tmp_path / "models" / "bisenet").iterdir()) == []  # no temporary left behind
+
+
+def test_downloading_is_logged_only_when_a_download_starts_with_its_size(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    source = tmp_path / "remote.bin"
+    source.write_bytes(b"w" * 1000)
+    spec = WeightFile("backend", "file.bin", source.as_uri(), 12, "test",
+                      sha256=hashlib.sha256(source.read_bytes()).hexdigest())
+    with caplog.at_level("INFO"):
+        ensure_weight(spec, tmp_path / "root")
+    assert [r.getMessage() for r in caplog.records if "Downloading" in r.getMessage()] == [
+        f"Downloading file.bin (about 12 MB) from {source.as_uri()} to {spec.path(tmp_path / 'root')}"]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        ensure_weight(spec, tmp_path / "root")
+    assert "Downloading" not in caplog.text
+
+
+def test_every_hub_entry_is_pinned_where_a_revision_is_known():
+    for folder in assets.ALL_FOLDERS:
+        assert folder.files and all(f.hf_repo == folder.repo and f.approx_mb > 0 for f in folder.files)
+    assert all(f.revision == assets.SD15_REVISION for f in assets.SD15_WITH_UNET.files)
+    assert len(assets.SD15_REVISION) == 40 and int(assets.SD15_REVISION, 16) >= 0
+    assert {f.hf_path for f in assets.SD15_WITH_UNET.files} >= {
+        "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors", "tokenizer/vocab.json"}
+    assert 6.5 < assets.MAGICFACE_DOWNLOAD_GB < 7.5

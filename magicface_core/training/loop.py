@@ -121,7 +121,7 @@ def train(config: TrainConfig) -> Path:
         (output / "config.yaml").write_text(_to_yaml(config))
 
     device = accelerator.device
-    base = load_sd15(config.sd15, device, torch.float32, with_unet=config.init_from is None)
+    base = load_sd15(config.sd15, device, torch.float32, with_unet=not config.init_from)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     base.vae.to(dtype=weight_dtype)
     text = encode_prompt(base).detach()
