@@ -159,6 +159,12 @@ def test_edit_graph_produces_latents_for_every_au_variant(env):
     (latent,) = run(env, "MagicFaceKSampler", magicface_model=model, identity=identity, condition=condition,
                     vae=vae, au_delta=sweep, conditioning=cond, seed=5, steps=2, au_guidance=3.0, sampler="ddim")
     assert latent["samples"].shape == (3, 4, 64, 64)
+    # The nodes are the core's edit and nothing else: the same numbers as calling the library directly.
+    core = model.model
+    text = cond[0][0]
+    direct = core.sample(core.encode_identity(vae.encode(image), text), vae.encode(condition), sweep, text,
+                         steps=2, guidance=3.0, sampler="ddim", seed=5)
+    assert torch.allclose(latent["samples"], direct, rtol=1e-5, atol=1e-6)
     (both,) = run(env, "MagicFaceAUDeltaBatch", delta_1=delta, delta_2=sweep)
     assert len(both) == 4
 

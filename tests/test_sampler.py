@@ -65,13 +65,34 @@ def test_seed_is_reproducible_and_noise_is_deterministic(tiny_model):
     assert not torch.allclose(per_item[0], per_item[1])
 
 
+def _scheduler_built_by_hand(sampler: str):
+    """Each sampler as its diffusers documentation builds it on SD 1.5, independently of make_scheduler."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from tests.support.reference import SD15_SCHEDULER
+
+    return {
+        "uni_pc": lambda: UniPCMultistepScheduler(**SD15_SCHEDULER, final_sigmas_type="sigma_min"),
+        "ddim": lambda: DDIMScheduler(**SD15_SCHEDULER, clip_sample=False, set_alpha_to_one=False),
+        "euler": lambda: EulerDiscreteScheduler(**SD15_SCHEDULER),
+        "euler_karras": lambda: EulerDiscreteScheduler(**SD15_SCHEDULER, use_karras_sigmas=True),
+        "dpmpp_2m": lambda: DPMSolverMultistepScheduler(**SD15_SCHEDULER, algorithm_type="dpmsolver++", solver_order=2),
+        "dpmpp_2m_karras": lambda: DPMSolverMultistepScheduler(**SD15_SCHEDULER, algorithm_type="dpmsolver++",
+                                                               solver_order=2, use_karras_sigmas=True),
+    }[sampler]()
+
+
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
-def test_every_sampler_runs(tiny_model, sampler):
+def test_every_sampler_equals_the_plain_loop_with_that_scheduler(tiny_model, tiny_parts, sampler):
     inputs = random_inputs(TINY)
+    au = AUVector.from_dict({"AU12": 2, "AU4": -1})
     features = tiny_model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
-    out = tiny_model.sample(features, inputs["cond_latents"], [0.0] * 12, inputs["text_embeds"], steps=6,
-                            sampler=sampler, seed=0)
-    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+    out = tiny_model.sample(features, inputs["cond_latents"], au, inputs["text_embeds"], steps=6,
+                            sampler=sampler, noise=inputs["noise"])
+    reference = NaiveMagicFace(tiny_parts).sample(inputs["id_latents"], inputs["cond_latents"], au.to_tensor(),
+                                                  inputs["text_embeds"], inputs["noise"], steps=6, guidance=3.0,
+                                                  scheduler=_scheduler_built_by_hand(sampler))
+    assert _relative_error(out, reference) < 1e-5
 
 
 def test_callback_reports_progress_and_can_stop(tiny_model):

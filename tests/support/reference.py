@@ -124,10 +124,14 @@ class NaiveMagicFace:
 
     @torch.no_grad()
     def sample(self, id_latents, cond_latents, au, text, noise, steps=50, guidance=3.0, scheduler="uni_pc"):
-        """The authors' loop: everything duplicated for guidance, [AU rows; zero-AU rows]."""
+        """The authors' loop: everything duplicated for guidance, [AU rows; zero-AU rows].
+
+        ``scheduler``: "uni_pc" or "ddim" as the authors build them, or any diffusers scheduler."""
         from diffusers import DDIMScheduler, UniPCMultistepScheduler
 
-        if scheduler == "uni_pc":
+        if not isinstance(scheduler, str):  # a scheduler built by the caller
+            sched = scheduler
+        elif scheduler == "uni_pc":
             sched = UniPCMultistepScheduler(**SD15_SCHEDULER, final_sigmas_type="sigma_min")
         else:
             sched = DDIMScheduler(**SD15_SCHEDULER, clip_sample=False, set_alpha_to_one=False)
