@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from magicface_core import MagicFace
+from magicface_core import AUVector, MagicFace
 from magicface_core.cli import main
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.faces.landmarks import FaceBox
@@ -29,6 +29,16 @@ def test_edit_writes_the_edited_portrait(tiny_checkpoint, sd15, tmp_path):
     assert code == 0
     image = Image.open(out)
     assert image.size == (512, 512) and image.mode == "RGB"
+    # The CLI is the library's edit and nothing else: the same pixels as edit_photo with its defaults.
+    from magicface_core.edit import EditSettings, edit_photo
+    from magicface_core.imaging import load_image
+    from magicface_core.model.sd15 import load_sd15
+
+    model = MagicFace.from_pretrained(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    (expected,) = edit_photo(load_image(OFFICIAL / "00381.png"), AUVector.from_dict({"AU12": 3, "AU6": 2}), model,
+                             load_sd15(sd15), condition=load_image(OFFICIAL / "00381_bg.png"),
+                             settings=EditSettings(steps=2))
+    assert np.array_equal(np.asarray(image), expected)
 
 
 def test_variants_make_a_batch(tiny_checkpoint, sd15, tmp_path):

@@ -22,7 +22,7 @@ def sd15(tmp_path_factory):
 # --- one portrait resize rule ----------------------------------------------------------------
 
 def test_cli_and_nodes_resize_a_portrait_the_same_way(pack):
-    photo = np.asarray(Image.open(OFFICIAL / "00381.png").convert("RGB").resize((700, 700)))
+    photo = np.array(Image.open(OFFICIAL / "00381.png").convert("RGB").resize((700, 700)))
     cli = as_portrait(photo)
     node = pack.nodes.images.portrait_pixels(torch.from_numpy(photo).float()[None] / 255.0, "the image")
     assert node.shape == (1, 512, 512, 3)

@@ -123,6 +123,12 @@ def test_training_runs_validates_and_its_checkpoint_edits(tmp_path, sd15, pack, 
     features = model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
     out = model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU12": 2}), inputs["text_embeds"], steps=2)
     assert torch.isfinite(out).all()
+    # The export is exactly the weights of the last step's checkpoint.
+    from safetensors.torch import load_file
+
+    last = load_file(str(output / "checkpoints" / "step-0000003" / "magicface.safetensors"))
+    exported = load_file(str(final))
+    assert exported.keys() == last.keys() and all(torch.equal(exported[k], last[k]) for k in last)
     # The node pack's loader finds and loads it.
     monkeypatch.setenv("MAGICFACE_MODELS", str(output))
     loader = pack.NODE_CLASS_MAPPINGS["MagicFaceModelLoader"]

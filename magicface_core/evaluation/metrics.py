@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..au import AUVector
+from ..errors import ImageInputError
 
 # CelebAMask-HQ classes of the face itself: skin, brows, eyes, glasses, ears, earring, nose, mouth, lips.
 FACE_CLASSES = tuple(range(1, 14))
@@ -55,7 +56,7 @@ def face_region(parsing: np.ndarray, dilation: int = FACE_MASK_DILATION) -> np.n
 def background_rmse(image_a: np.ndarray, image_b: np.ndarray, face_mask: np.ndarray) -> float:
     """RMSE in 0..1 units over every pixel (and channel) outside ``face_mask``."""
     if image_a.shape != image_b.shape:
-        raise ValueError(f"images differ in size: {image_a.shape} and {image_b.shape}")
+        raise ImageInputError(f"images differ in size: {image_a.shape} and {image_b.shape}")
     keep = ~face_mask
     if not keep.any():
         return float("nan")

@@ -15,6 +15,7 @@ import torch
 
 from .. import assets
 from ..au import AUVector
+from ..errors import MagicFaceError
 from .condition import person_mask, render_condition
 from .crop import CropTransform, crop_face
 from .landmarks import FaceBox, pick_face
@@ -27,7 +28,7 @@ class FaceToolkit:
                  parser: str = "bisenet", progress: assets.Progress | None = None,
                  search: tuple[str | os.PathLike, ...] = ()):
         if parser not in PARSERS:
-            raise ValueError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
+            raise MagicFaceError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
         self.root = Path(weights_root)
         self.device = torch.device(device)
         self.parser_name = parser

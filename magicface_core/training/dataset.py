@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import MagicFaceError
+
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1
 
@@ -71,7 +73,7 @@ class PairDataset(Dataset):
         self.resolution = resolution
         self.frames, self.pairs = read_index(self.root)
         if not self.pairs:
-            raise ValueError(f"{self.root} has no training pairs; prepare more clips or lower --min-gap")
+            raise MagicFaceError(f"{self.root} has no training pairs; prepare more clips or lower --min-gap")
 
     def __len__(self) -> int:
         return len(self.pairs)
