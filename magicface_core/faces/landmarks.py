@@ -86,12 +86,14 @@ class FaceAlignmentBackend:
     """S3FD face boxes and 2D-FAN landmarks (68 points, image pixel coordinates)."""
 
     def __init__(self, detector_path, fan_path, device: torch.device | str = "cpu"):
+        from ..model.checkpoint import load_strict, read_weights_file
+
         SFDDetector, FAN, crop, flip, get_preds_fromhm = _import_face_alignment()
         self._crop, self._flip, self._get_preds = crop, flip, get_preds_fromhm
         self.device = str(device)
         self.detector = SFDDetector(self.device, path_to_detector=str(detector_path))
         self.fan = FAN(4)
-        self.fan.load_state_dict(torch.load(str(fan_path), map_location="cpu", weights_only=True))
+        load_strict(self.fan, read_weights_file(fan_path), str(fan_path), "face-alignment's 2D-FAN (2DFAN4)")
         self.fan.to(self.device).eval()
 
     @torch.no_grad()
