@@ -119,7 +119,7 @@ class IdentityRecorder:
         owners = [(name, m) for name, m in self.unet.named_modules() if any(True for _ in m.parameters(recurse=False))]
         handles = [m.register_forward_pre_hook(lambda *_, name=name: started.add(name)) for name, m in owners]
         config = self.unet.config
-        size = 2 ** (len(config.block_out_channels) - 1)
+        size = 2 ** len(config.block_out_channels)  # 2x2 at the deepest level
         weight = next(self.unet.parameters())
         sample = torch.zeros(1, config.in_channels, size, size, device=weight.device, dtype=weight.dtype)
         text = torch.zeros(1, 1, config.cross_attention_dim, device=weight.device, dtype=weight.dtype)
