@@ -30,7 +30,7 @@ def torchrun(*args, wait: bool = True, timeout: float = 300):
 
 
 def kill_job(process: subprocess.Popen) -> None:
-    """SIGKILL the workers (torchrun starts each in a session of its own, out of reach of a group kill), then torchrun."""
+    """SIGKILL the workers (torchrun starts each in a session of its own, beyond a group kill), then torchrun."""
     for task in Path(f"/proc/{process.pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             os.kill(int(child), signal.SIGKILL)
