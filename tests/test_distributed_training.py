@@ -89,6 +89,8 @@ def test_every_process_saves_its_own_rng_state_in_the_checkpoint(straight_run):
         names = {p.name for p in (output / "checkpoints" / step).iterdir()}
         assert {f"random_states_{rank}.pkl" for rank in range(PROCESSES)} <= names
         assert {"model.safetensors", "optimizer.bin", "magicface.safetensors"} <= names
+        layout = json.loads((output / "checkpoints" / step / "layout.json").read_text())
+        assert layout == {"processes": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "seed": 0}
     assert not list(output.rglob("*.partial"))
     assert (output / "magicface.safetensors").is_file()
 

@@ -134,3 +134,11 @@ def test_a_crash_while_checkpointing_is_cleaned_up_and_the_run_resumes(tmp_path,
     assert sorted(losses(output)) == [1]
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-0000001"]
     assert (output / "notes.txt").read_text() == "mine"
+
+
+def test_resuming_with_another_process_count_warns(tmp_path, caplog):
+    (tmp_path / "layout.json").write_text('{"processes": 2, "batch_size": 2, "gradient_accumulation_steps": 1}')
+    layout = {"processes": 4, "batch_size": 2, "gradient_accumulation_steps": 1, "seed": 0}
+    with caplog.at_level(logging.WARNING):
+        loop._warn_if_layout_changed(tmp_path, layout, main=True)
+    assert "resuming with processes 2 -> 4: the run continues, but not exactly" in caplog.text

@@ -65,7 +65,6 @@ class _RecordingComplete(Exception):
 class _Recording:
     recorder: "IdentityRecorder"
     tokens: list
-    stop_early: bool
 
 
 # The recording in progress in this thread (or task): per call, never on the shared hooks, so two
@@ -91,16 +90,16 @@ class IdentityRecorder:
         if recording is None or recording.recorder is not self:  # e.g. a gradient-checkpoint recompute
             return None
         recording.tokens[index] = args[0] if args else kwargs["hidden_states"]
-        if recording.stop_early and index == len(self.blocks) - 1:
+        if index == len(self.blocks) - 1:
             raise _RecordingComplete
         return None
 
-    def record(self, run: Callable[[], object], stop_early: bool = True) -> IdentityFeatures:
+    def record(self, run: Callable[[], object]) -> IdentityFeatures:
         """Call ``run`` (a forward pass of the encoder) and return the recorded block inputs.
 
-        With ``stop_early`` the pass ends at the last block's input, skipping work whose output is unused.
+        The pass ends at the last block's input, skipping work whose output is unused.
         """
-        recording = _Recording(self, [None] * len(self.blocks), stop_early)
+        recording = _Recording(self, [None] * len(self.blocks))
         token = _RECORDING.set(recording)
         try:
             run()

@@ -14,6 +14,7 @@ exports and the shared parts of checkpoints, and every process saves its own RNG
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 EXPORT_NAME = "magicface.safetensors"
 LOG_NAME = "train_log.csv"
+LAYOUT_NAME = "layout.json"  # in each checkpoint: what the data order and random draws depend on
 PARTIAL = ".partial"  # suffix of anything being written; a crash leaves it behind
 # What a run writes into its output folder; --overwrite removes exactly these, nothing else there.
 RUN_FILES = ("config.yaml", LOG_NAME, EXPORT_NAME, CHECKPOINTS, "validation", "logs")
@@ -251,10 +253,13 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
                                        if k not in ("skip_prk_steps", "set_alpha_to_one")})
 
     global_step = 0
+    layout = {"processes": accelerator.num_processes, "batch_size": config.batch_size,
+              "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         global_step = _step_number(resume_from)
         logger.info("resumed from %s (step %d)", resume_from, global_step)
+        _warn_if_layout_changed(resume_from, layout, accelerator.is_main_process)
     if accelerator.is_main_process and config.log_with == "tensorboard":
         accelerator.init_trackers("magicface")
     log = CsvLog(output / LOG_NAME, accelerator.is_main_process, global_step)
@@ -296,7 +301,7 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
                                    accelerator.unwrap_model(model)))
             samples = []
             if global_step % config.checkpoint_every == 0 or global_step == config.max_steps:
-                save_checkpoint(accelerator, magicface, ema, params, output, global_step, config)
+                save_checkpoint(accelerator, magicface, ema, params, output, global_step, config, layout)
             if config.validate_every and global_step % config.validate_every == 0 and accelerator.is_main_process:
                 validate(magicface, ema, params, base.vae, text, dataset, config, output, global_step)
             if global_step >= config.max_steps:
@@ -327,7 +332,8 @@ def export(magicface: MagicFace, ema, params, path: Path, config: TrainConfig) -
             ema.restore(params)
 
 
-def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int, config: TrainConfig) -> None:
+def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int, config: TrainConfig,
+                    layout: dict) -> None:
     """Training state for resuming (every process writes its own RNG state), plus the weights in the
     loader's format. Written under a ``.partial`` name and renamed when complete; no process goes on
     before it is."""
@@ -337,6 +343,7 @@ def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         export(magicface, ema, params, partial / EXPORT_NAME, config)
+        (partial / LAYOUT_NAME).write_text(json.dumps(layout))
         if folder.exists():  # a step saved before by a run that was resumed from an earlier checkpoint
             shutil.rmtree(folder)
         partial.rename(folder)
@@ -344,6 +351,17 @@ def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int
         for stale in old[:-config.keep_checkpoints] if config.keep_checkpoints > 0 else []:
             shutil.rmtree(stale)
     accelerator.wait_for_everyone()
+
+
+def _warn_if_layout_changed(checkpoint: Path, layout: dict, main: bool) -> None:
+    """Which samples and random draws a step gets depends on these; a change still trains, but not
+    as the interrupted run would have gone on."""
+    path = checkpoint / LAYOUT_NAME
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    changed = {k: (saved[k], v) for k, v in layout.items() if k in saved and saved[k] != v}
+    if changed and main:
+        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        logger.warning("resuming with %s: the run continues, but not exactly as it would have without the stop", listed)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
