@@ -32,3 +32,15 @@ class NoFaceError(MagicFaceError):
 
 class MissingDependencyError(MagicFaceError, ImportError):
     """An optional package that a backend needs is not installed."""
+
+
+class ConfigError(MagicFaceError, ValueError):
+    """A setting is invalid, or settings do not work together (checked before anything loads)."""
+
+
+class OutputExistsError(MagicFaceError):
+    """The output would replace files or a run the user already has; ``--overwrite`` allows it."""
+
+
+class DataError(MagicFaceError):
+    """A prepared training set is missing, empty or too small for the run."""

@@ -22,9 +22,10 @@ def test_patched_self_attention_equals_concat_then_keep_first_half(tiny_model):
     hidden = [torch.randn(3, 16 if b.norm1.normalized_shape[0] == 32 else 4, b.norm1.normalized_shape[0],
                           generator=generator) * 3 for b in blocks]
     ids = [torch.randn(1, h.shape[1], h.shape[2], generator=generator) * 3 for h in hidden]
-    with torch.no_grad(), tiny_model.injection.bind(IdentityFeatures(tuple(ids))):
+    kv = tiny_model.injection.identity_kv(IdentityFeatures(tuple(ids)))
+    with torch.no_grad():
         for block, h, idt in zip(blocks, hidden, ids):
-            ours = h + block.attn1(block.norm1(h))
+            ours = h + block.attn1(block.norm1(h), identity=kv)
             reference = concat_then_keep_first_half(block, h, idt.expand(3, -1, -1))
             assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-5), (ours - reference).abs().max()
 
@@ -38,8 +39,9 @@ def test_identity_tokens_change_the_output(tiny_model):
     for seed in (1, 2):
         ids = [torch.randn(1, 16, b.norm1.normalized_shape[0], generator=torch.Generator().manual_seed(seed))
                for b in tiny_model.injection.blocks]
-        with torch.no_grad(), tiny_model.injection.bind(IdentityFeatures(tuple(ids))):
-            outputs.append(block.attn1(block.norm1(h)))
+        kv = tiny_model.injection.identity_kv(IdentityFeatures(tuple(ids)))
+        with torch.no_grad():
+            outputs.append(block.attn1(block.norm1(h), identity=kv))
     assert (outputs[0] - outputs[1]).abs().max() > 1e-3
 
 

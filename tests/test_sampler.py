@@ -113,8 +113,8 @@ def test_callback_reports_progress_and_can_stop(tiny_model):
     with pytest.raises(Stop):
         tiny_model.sample(features, inputs["cond_latents"], AUVector.zeros(), inputs["text_embeds"], steps=7,
                           seed=0, callback=stop_at_three)
-    # The model is usable again afterwards (identity unbound cleanly).
-    assert all(p.id_key is None for p in tiny_model.injection.processors)
+    # Nothing of that edit stays on the model: the processors hold no identity.
+    assert all(set(vars(p)) == {"index"} for p in tiny_model.injection.processors)
 
 
 def test_bad_inputs_get_clear_errors(tiny_model):
@@ -169,3 +169,54 @@ def test_compile_routes_sampling_through_the_compiled_denoiser(tiny_checkpoint, 
     assert options_seen == [{"mode": "max-autotune"}] and len(calls) == 3
     model.save_pretrained(tmp_path / "m.safetensors")  # the weights are the denoiser's, not a wrapper's
     assert MagicFace.from_pretrained(tmp_path / "m.safetensors", device="cpu").denoiser.conv_in.in_channels == 8
+
+
+def _edits(model, seeds):
+    """One edit per seed, each with its own identity (the seed draws the identity latents too)."""
+    results = {}
+    for seed in seeds:
+        inputs = random_inputs(TINY, seed=seed)
+        features = model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
+        results[seed] = model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU12": 2}),
+                                     inputs["text_embeds"], steps=6, noise=inputs["noise"])
+    return results
+
+
+def test_two_threads_on_one_model_give_the_sequential_results(tiny_model):
+    import threading
+
+    seeds = [[1, 3, 5], [2, 4, 6]]
+    sequential = _edits(tiny_model, [s for group in seeds for s in group])
+    threaded, errors, start = {}, [], threading.Barrier(2)
+
+    def work(group):
+        try:
+            start.wait()
+            threaded.update(_edits(tiny_model, group))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(group,)) for group in seeds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for seed, latents in sequential.items():
+        assert torch.equal(threaded[seed], latents), seed
+    assert not torch.equal(sequential[1], sequential[2])  # the identities really differ
+
+
+def test_an_edit_nested_in_a_callback_changes_neither_edit(tiny_model):
+    expected = _edits(tiny_model, [7, 8])
+    inner = {}
+
+    def nested(step, total, latents):
+        if step == 3:  # encode and sample another identity in the middle of this edit
+            inner.update(_edits(tiny_model, [8]))
+
+    inputs = random_inputs(TINY, seed=7)
+    features = tiny_model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
+    outer = tiny_model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU12": 2}),
+                              inputs["text_embeds"], steps=6, noise=inputs["noise"], callback=nested)
+    assert torch.equal(outer, expected[7]) and torch.equal(inner[8], expected[8])

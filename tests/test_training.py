@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from magicface_core import AUVector, MagicFace
+from magicface_core.errors import ConfigError
 from magicface_core.training.config import TrainConfig, load_config
 from magicface_core.training.dataset import Frame, Pair, PairDataset, apply_au_rules, read_index, write_index
 from tests.support.paths import OFFICIAL, REPO
@@ -90,7 +91,7 @@ def test_config_from_yaml_and_flags(tmp_path):
     assert config.learning_rate == 3e-4 and config.use_ema and config.max_steps == 7
     assert config.validation_deltas == ["AU12=1"] and config.au_dropout == 0.1  # paper default kept
     (tmp_path / "bad.yaml").write_text("learnin_rate: 1\n")
-    with pytest.raises(SystemExit, match="learnin_rate"):
+    with pytest.raises(ConfigError, match="learnin_rate"):
         load_config(["--config", str(tmp_path / "bad.yaml"), "--data", "d"])
 
 
@@ -107,6 +108,54 @@ def test_sd15_initialisation_starts_as_sd15(sd15):
     assert model.denoiser.class_embedding.weight.abs().max() == 0
     sd = unet.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in model.id_encoder.state_dict().items())
+
+
+def test_training_module_uses_every_weight_it_holds_and_export_keeps_the_encoder_tail(sd15):
+    """What DistributedDataParallel needs (every parameter reaches the output, without hooks across
+    modules), the same numbers as the inference path, and the published layout on export."""
+    from diffusers import UNet2DConditionModel
+
+    from magicface_core.model.checkpoint import ID_ENCODER
+    from magicface_core.training.module import MagicFaceTrainingModule
+    from magicface_core.training.sd15_init import magicface_from_sd15
+
+    base = UNet2DConditionModel.from_pretrained(sd15, subfolder="unet")
+    magicface = magicface_from_sd15(base)
+    last = "up_blocks.1.attentions.1.transformer_blocks.0."
+    assert magicface.recorder.unused_modules() == [
+        *(last + n for n in ("norm1", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm2",
+                             "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "norm3", "ff.net.0.proj",
+                             "ff.net.2")),
+        "up_blocks.1.attentions.1.proj_out", "conv_norm_out", "conv_out"]
+    module = MagicFaceTrainingModule(magicface)
+    generator = torch.Generator().manual_seed(0)
+    latents = lambda: torch.randn(2, 4, 8, 8, generator=generator)  # noqa: E731
+    batch = {"id_latents": latents(), "cond_latents": latents(), "noisy": latents(),
+             "timesteps": torch.tensor([10, 500]),
+             "au": torch.randn(2, 12, generator=generator), "text": torch.randn(2, 77, 32, generator=generator)}
+    with torch.no_grad():  # the denoiser's AU projection and condition channels start at zero: give them weight
+        magicface.denoiser.class_embedding.weight.normal_(generator=generator)
+        magicface.denoiser.conv_in.weight.normal_(generator=generator)
+    prediction = module(batch)
+    with torch.no_grad():
+        features = magicface.encode_identity(batch["id_latents"], batch["text"])
+        reference = magicface.denoiser(torch.cat([batch["noisy"], batch["cond_latents"]], dim=1), batch["timesteps"],
+                                       encoder_hidden_states=batch["text"], class_labels=batch["au"],
+                                       **magicface.injection.call_kwargs(features)).sample
+    assert torch.allclose(prediction, reference, atol=1e-6, rtol=1e-5)
+    prediction.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    with torch.no_grad():
+        for p in module.parameters():
+            p.sub_(1e-3 * p.grad.sign())
+    exported = magicface.checkpoint_parts()[ID_ENCODER].state_dict
+    original = base.state_dict()
+    assert set(exported) == set(original)  # the published layout, tail included
+    tail = {k for k in original
+            if k.startswith((last, "up_blocks.1.attentions.1.proj_out", "conv_norm_out", "conv_out"))}
+    assert len(tail) == 26 and all(torch.equal(exported[k], original[k]) for k in tail)  # as in the base weights
+    assert not any(torch.equal(exported[k], original[k]) for k in set(original) - tail)  # the rest trained
 
 
 def test_training_runs_validates_and_its_checkpoint_edits(tmp_path, sd15, pack, monkeypatch):

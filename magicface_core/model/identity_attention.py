@@ -4,16 +4,18 @@ The paper's rule, per transformer block n: ``x' = (cat[x, id_n] + attn1(norm1(ca
 LayerNorm acts per token, so ``norm1(cat[x, id]) = cat[norm1(x), norm1(id)]``, and only the
 first N outputs are kept, so only the N denoising tokens need queries. The ID tokens enter as
 extra keys and values, ``to_k(norm1(id_n))`` and ``to_v(norm1(id_n))``, which are the same at
-every step and for both guidance branches: :meth:`IdentityInjection.bind` computes them once
-per edit. The block's own residual and the rest of the stock block stay untouched.
+every step and for both guidance branches: :meth:`IdentityInjection.identity_kv` computes them
+once per edit, and each denoiser call passes them to the processors as its own argument (never
+stored on the shared processors). The block's own residual and the rest of the stock block stay untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
+import copy
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +61,17 @@ class _RecordingComplete(Exception):
     """Raised from the last block's hook: everything after it does not affect the features."""
 
 
+@dataclass
+class _Recording:
+    recorder: "IdentityRecorder"
+    tokens: list
+
+
+# The recording in progress in this thread (or task): per call, never on the shared hooks, so two
+# threads encoding on one model, or an encode nested in a callback, each see only their own.
+_RECORDING: contextvars.ContextVar[_Recording | None] = contextvars.ContextVar("magicface_recording", default=None)
+
+
 class IdentityRecorder:
     """Hooks on the ID encoder that record each transformer block's input hidden states."""
 
@@ -67,55 +80,114 @@ class IdentityRecorder:
         self.blocks = transformer_blocks(unet)
         if not self.blocks:
             raise CheckpointError("the ID encoder has no transformer blocks to take identity features from")
-        self._tokens: list[torch.Tensor | None] | None = None
-        self._stop_early = True
         self._handles = [
             block.register_forward_pre_hook(partial(self._record, i), with_kwargs=True)
             for i, block in enumerate(self.blocks)
         ]
 
     def _record(self, index: int, module, args, kwargs):
-        if self._tokens is None:  # not recording (e.g. a gradient-checkpoint recompute)
+        recording = _RECORDING.get()
+        if recording is None or recording.recorder is not self:  # e.g. a gradient-checkpoint recompute
             return None
-        self._tokens[index] = args[0] if args else kwargs["hidden_states"]
-        if self._stop_early and index == len(self.blocks) - 1:
+        recording.tokens[index] = args[0] if args else kwargs["hidden_states"]
+        if index == len(self.blocks) - 1:
             raise _RecordingComplete
         return None
 
-    def record(self, run: Callable[[], object], stop_early: bool = True) -> IdentityFeatures:
+    def record(self, run: Callable[[], object]) -> IdentityFeatures:
         """Call ``run`` (a forward pass of the encoder) and return the recorded block inputs.
 
-        With ``stop_early`` the pass ends at the last block's input, skipping work whose output is
-        unused; training passes False, because a DistributedDataParallel forward must run to its end.
+        The pass ends at the last block's input, skipping work whose output is unused.
         """
-        self._tokens = [None] * len(self.blocks)
-        self._stop_early = stop_early
+        recording = _Recording(self, [None] * len(self.blocks))
+        token = _RECORDING.set(recording)
         try:
             run()
         except _RecordingComplete:
             pass
         finally:
-            tokens, self._tokens = self._tokens, None
-        if any(t is None for t in tokens):
+            _RECORDING.reset(token)
+        if any(t is None for t in recording.tokens):
             raise RuntimeError("the ID encoder's forward pass skipped some transformer blocks")
-        return IdentityFeatures(tuple(tokens))
+        return IdentityFeatures(tuple(recording.tokens))
+
+    def unused_modules(self) -> list[str]:
+        """Names of the encoder's modules with weights that do not reach the recorded features:
+        the last transformer block and everything after it (found by tracing one small pass)."""
+        started: set[str] = set()
+        owners = [(name, m) for name, m in self.unet.named_modules() if any(True for _ in m.parameters(recurse=False))]
+        handles = [m.register_forward_pre_hook(lambda *_, name=name: started.add(name)) for name, m in owners]
+        config = self.unet.config
+        size = 2 ** len(config.block_out_channels)  # 2x2 at the deepest level
+        weight = next(self.unet.parameters())
+        sample = torch.zeros(1, config.in_channels, size, size, device=weight.device, dtype=weight.dtype)
+        text = torch.zeros(1, 1, config.cross_attention_dim, device=weight.device, dtype=weight.dtype)
+        try:
+            with torch.no_grad():
+                self.record(lambda: self.unet(sample, 0, encoder_hidden_states=text))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [name for name, _ in owners if name not in started]
+
+    def trunk(self) -> torch.nn.Module:
+        """The encoder without :meth:`unused_modules`, for training: every other module and weight is
+        shared with the full encoder, which keeps the unused ones as they were (for saving)."""
+        return _without(self.unet, set(self.unused_modules()))
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
 
 
-class IdentityAttnProcessor:
-    """Self-attention whose keys and values are extended with precomputed identity keys/values."""
+class _Removed(torch.nn.Module):
+    """Stands in for a module that a training forward never reaches."""
 
-    def __init__(self) -> None:
-        self.id_key: torch.Tensor | None = None  # [B_id, heads, M, head_dim]
-        self.id_value: torch.Tensor | None = None
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("this part of the ID encoder is not part of the training module")
+
+
+def _without(module: torch.nn.Module, removed: set[str], prefix: str = "") -> torch.nn.Module:
+    """A copy of the module tree down to the removed modules; everything else is the same objects.
+    Copied modules share their hooks (the recorder's) and parameters with the originals."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    for name, child in module._modules.items():
+        path = prefix + name
+        if path in removed:
+            clone._modules[name] = _Removed()
+        elif child is not None and any(r.startswith(path + ".") for r in removed):
+            clone._modules[name] = _without(child, removed, path + ".")
+    return clone
+
+
+# The keyword under which the denoiser's attention processors receive the identity of one call
+# (UNet2DConditionModel passes ``cross_attention_kwargs`` on to every attention processor).
+IDENTITY_KWARG = "identity"
+
+
+@dataclass(frozen=True)
+class IdentityKV:
+    """Each denoiser block's identity keys and values ``[B_id, heads, M, head_dim]`` for one call."""
+
+    pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
+class IdentityAttnProcessor:
+    """Self-attention whose keys and values are extended with the call's identity keys/values.
+
+    It holds no identity itself: each call brings its own (``cross_attention_kwargs``), so
+    concurrent and nested calls on one model cannot see each other's identity.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index  # which transformer block's entry of :class:`IdentityKV` is ours
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
-        if self.id_key is None:
+                 attention_mask=None, temb=None, identity: IdentityKV | None = None) -> torch.Tensor:
+        if identity is None:
             raise RuntimeError("the denoising UNet was called without identity features bound; use MagicFace.sample")
+        id_key, id_value = identity.pairs[self.index]
         batch, tokens, _ = hidden_states.shape
         heads = attn.heads
         query = attn.to_q(hidden_states)
@@ -123,12 +195,24 @@ class IdentityAttnProcessor:
         value = attn.to_v(hidden_states)
         head_dim = query.shape[-1] // heads
         query, key, value = (t.view(batch, tokens, heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        key = torch.cat([key, _broadcast_batch(self.id_key, batch)], dim=2)
-        value = torch.cat([value, _broadcast_batch(self.id_value, batch)], dim=2)
+        key = torch.cat([key, _broadcast_batch(id_key, batch)], dim=2)
+        value = torch.cat([value, _broadcast_batch(id_value, batch)], dim=2)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim).to(query.dtype)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+
+class _IgnoresIdentity:
+    """Wraps a cross-attention processor so that it accepts (and ignores) the identity keyword,
+    instead of diffusers warning on every call that the keyword is not expected."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 identity: IdentityKV | None = None):
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def _broadcast_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
@@ -150,11 +234,13 @@ class IdentityInjection:
         self.processors = []
         for index, block in enumerate(self.blocks):
             _check_supported(block, index)
-            processor = IdentityAttnProcessor()
+            processor = IdentityAttnProcessor(index)
             block.attn1.set_processor(processor)
+            if block.attn2 is not None and not isinstance(block.attn2.processor, _IgnoresIdentity):
+                block.attn2.set_processor(_IgnoresIdentity(block.attn2.processor))
             self.processors.append(processor)
 
-    def identity_kv(self, features: IdentityFeatures) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def identity_kv(self, features: IdentityFeatures) -> IdentityKV:
         """Each block's identity keys and values, ``[B, heads, M, head_dim]``."""
         if len(features.tokens) != len(self.blocks):
             raise CheckpointError(
@@ -170,18 +256,12 @@ class IdentityInjection:
             key, value = attn.to_k(normed), attn.to_v(normed)
             head_dim = key.shape[-1] // attn.heads
             kv.append(tuple(t.view(batch, count, attn.heads, head_dim).transpose(1, 2) for t in (key, value)))
-        return kv
+        return IdentityKV(tuple(kv))
 
-    @contextlib.contextmanager
-    def bind(self, features: IdentityFeatures) -> Iterator[None]:
-        """Within the block, the denoiser's self-attention sees ``features``."""
-        for processor, (key, value) in zip(self.processors, self.identity_kv(features)):
-            processor.id_key, processor.id_value = key, value
-        try:
-            yield
-        finally:
-            for processor in self.processors:
-                processor.id_key = processor.id_value = None
+    def call_kwargs(self, features: IdentityFeatures | IdentityKV) -> dict:
+        """Keyword arguments of one denoiser call that bind ``features`` for that call only."""
+        kv = features if isinstance(features, IdentityKV) else self.identity_kv(features)
+        return {"cross_attention_kwargs": {IDENTITY_KWARG: kv}}
 
 
 def _check_supported(block, index: int) -> None:

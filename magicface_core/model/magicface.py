@@ -219,12 +219,13 @@ class MagicFace:
         state_dtype = torch.promote_types(torch.float32, dtype)
         latents = _expand(noise, batch).to(device, state_dtype) * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
-        with self._placed(self.denoiser), self.injection.bind(features.to(device, dtype)):
+        with self._placed(self.denoiser):
+            identity = self.injection.call_kwargs(features.to(device, dtype))  # this call's own, not the model's
             for i, t in enumerate(timesteps):
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t).to(dtype)
                 eps = self._denoise(
-                    torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au
+                    torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au, **identity
                 ).sample.to(state_dtype)
                 if guided:
                     eps_au, eps_zero = eps.chunk(2)

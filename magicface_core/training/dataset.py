@@ -86,24 +86,39 @@ class PairDataset(Dataset):
             "target": load_rgb(self.root / target.image, self.resolution),
             "condition": load_rgb(self.root / target.condition, self.resolution),
             "au_delta": torch.tensor(target.aus, dtype=torch.float32) - torch.tensor(identity.aus, dtype=torch.float32),
+            "index": index,
         }
 
 
-class EpochSampler(Sampler):
-    """A shuffled order that depends only on (seed, epoch), so a resumed run sees the same batches."""
+class EpochBatches(Sampler):
+    """This process's batches of an epoch, in an order that depends only on (seed, epoch).
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    Each epoch's shuffled order is cut into global batches of ``batch_size x processes``
+    samples; process ``rank`` takes the ``rank``-th slice of each. So no sample is seen twice in
+    an epoch, by one process or by two, every process gets the same number of batches, and a
+    resumed run sees the same batches. The remainder of an epoch that fills no global batch is left out.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, processes: int = 1):
+        if size < batch_size * processes:
+            raise ValueError(f"{size} samples cannot fill one batch of {batch_size} on each of {processes} processes")
+        self.size, self.batch_size, self.seed, self.rank, self.processes = size, batch_size, seed, rank, processes
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start ``epoch`` after its first ``skip`` batches (resuming in the middle of an epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        per_step = self.batch_size * self.processes
+        for step in range(self.skip, len(self)):
+            start = step * per_step + self.rank * self.batch_size
+            yield order[start:start + self.batch_size]
 
     def __len__(self) -> int:
-        return self.size
+        return self.size // (self.batch_size * self.processes)
 
 
 def apply_au_rules(delta: torch.Tensor, generator: torch.Generator, dropout: float, noise_std: float,

@@ -1,43 +1,61 @@
-"""The training loop: both UNets jointly, epsilon MSE, on one or many GPUs through accelerate.
+"""The training loop: both UNets jointly, epsilon MSE, on one process or many (accelerate / torchrun).
 
 Every random draw of a step (timesteps, noise, VAE posterior samples, AU dropout and noise)
 comes from a generator seeded by (seed, micro-batch, process), and the data order by
-(seed, epoch), so a run resumed from a checkpoint continues exactly as if never stopped.
+(seed, epoch) and process, so a run resumed from a checkpoint, with the same number of
+processes, continues exactly as if never stopped.
+
+With N processes each sees its own ``batch_size`` samples per micro-batch (never the same
+sample in one epoch), DistributedDataParallel averages the gradients, so every process holds
+the same weights after every step; only the main process writes logs, validation grids,
+exports and the shared parts of checkpoints, and every process saves its own RNG state.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..errors import MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError, OutputExistsError
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
-from .config import TrainConfig
-from .dataset import EpochSampler, PairDataset, apply_au_rules, load_rgb
+from .config import TrainConfig, to_yaml
+from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, load_rgb, read_index
+from .module import MagicFaceTrainingModule
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 EXPORT_NAME = "magicface.safetensors"
+LOG_NAME = "train_log.csv"
+LAYOUT_NAME = "layout.json"  # in each checkpoint: what the data order and random draws depend on
+PARTIAL = ".partial"  # suffix of anything being written; a crash leaves it behind
+# What a run writes into its output folder; --overwrite removes exactly these, nothing else there.
+RUN_FILES = ("config.yaml", LOG_NAME, EXPORT_NAME, CHECKPOINTS, "validation", "logs")
 
 
 def step_generator(config: TrainConfig, micro_step: int, process: int) -> torch.Generator:
     return torch.Generator().manual_seed(((config.seed * 1_000_003 + micro_step) * 1_009 + process) % (2**63))
 
 
-def training_loss(magicface: MagicFace, denoiser, id_encoder, vae, text: torch.Tensor, batch: dict,
-                  noise_scheduler, config: TrainConfig, generator: torch.Generator, backward) -> torch.Tensor:
-    """One micro-batch: encode, noise, predict, MSE; ``backward(loss)`` runs while identity is bound."""
+
+@torch.no_grad()
+def training_inputs(vae, text: torch.Tensor, batch: dict, noise_scheduler, config: TrainConfig,
+                    generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One micro-batch's model inputs (see :class:`MagicFaceTrainingModule`) and its target noise."""
     device = text.device
     batch_size = batch["target"].shape[0]
     # Identity and condition enter unscaled (posterior mode), the target in SD's scaled space.
@@ -49,18 +67,9 @@ def training_loss(magicface: MagicFace, denoiser, id_encoder, vae, text: torch.T
     noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
     timesteps = timesteps.to(device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    text = text.expand(batch_size, -1, -1)
-
-    features = magicface.recorder.record(
-        lambda: id_encoder(id_latents, torch.zeros_like(timesteps), encoder_hidden_states=text), stop_early=False
-    )
-    with magicface.injection.bind(features):
-        prediction = denoiser(torch.cat([noisy, cond_latents], dim=1), timesteps, encoder_hidden_states=text,
-                              class_labels=au).sample
-        loss = F.mse_loss(prediction.float(), noise.float())
-        backward(loss)  # inside: gradient checkpointing recomputes attention with the identity bound
-    return loss.detach()
+    inputs = {"id_latents": id_latents, "cond_latents": cond_latents, "timesteps": timesteps, "au": au,
+              "noisy": noise_scheduler.add_noise(latents, noise, timesteps), "text": text.expand(batch_size, -1, -1)}
+    return inputs, noise
 
 
 def build_optimizer(params, config: TrainConfig):
@@ -76,14 +85,86 @@ def build_optimizer(params, config: TrainConfig):
                          weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
 
 
+def _step_number(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
 def latest_checkpoint(output: Path) -> Path | None:
-    folders = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    folders = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=_step_number)
     return folders[-1] if folders else None
 
 
+def holds_run(output: Path) -> bool:
+    return any((output / name).exists() for name in RUN_FILES)
+
+
+def check_before_loading(config: TrainConfig, processes: int) -> int:
+    """Everything about the data, the output folder and the process count that can be checked
+    without loading a model; returns the number of training pairs."""
+    if not config.data:
+        raise ConfigError("--data is required: the folder written by `python -m magicface_core prepare`")
+    index = Path(config.data) / INDEX_FILE
+    if not index.is_file():
+        raise DataError(f"{config.data} holds no prepared training set ({INDEX_FILE} not found): "
+                        "run `python -m magicface_core prepare` first")
+    try:
+        _, pairs = read_index(config.data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{index} cannot be read ({exc}); prepare the data again") from exc
+    if not pairs:
+        raise DataError(f"{config.data} has no training pairs; prepare more clips or lower --min-gap")
+    needed = config.batch_size * processes
+    if len(pairs) < needed:
+        raise ConfigError(
+            f"{len(pairs)} training pairs cannot fill one step of {processes} process(es) x batch size "
+            f"{config.batch_size} = {needed} samples; lower --batch-size, use fewer processes or prepare more data"
+        )
+    output = config.output
+    if config.resume and config.resume != "latest" and not Path(config.resume).is_dir():
+        raise ConfigError(f"--resume {config.resume}: no such checkpoint folder (or use --resume latest)")
+    if holds_run(output) and not config.resume and not config.overwrite:
+        raise OutputExistsError(
+            f"{output} already holds a training run; pass --resume latest to continue it, or --overwrite to "
+            "start over (which deletes its checkpoints, log and exported weights)"
+        )
+    return len(pairs)
+
+
+def prepare_output(config: TrainConfig, accelerator) -> Path | None:
+    """Clean up after an interrupted or replaced run (main process) and say where to resume from."""
+    output = config.output
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        for leftover in sorted(output.glob("*" + PARTIAL)) + sorted((output / CHECKPOINTS).glob("*" + PARTIAL)):
+            logger.warning("removing %s, left incomplete by an interrupted run", leftover)
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        if config.overwrite:
+            for name in RUN_FILES:
+                path = output / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    accelerator.wait_for_everyone()
+    if config.resume == "latest":
+        found = latest_checkpoint(output)
+        if found is None:
+            logger.info("no complete checkpoint in %s yet: starting from step 0", output / CHECKPOINTS)
+        return found
+    return Path(config.resume) if config.resume else None
+
+
 class CsvLog:
-    def __init__(self, path: Path, enabled: bool):
+    """``train_log.csv`` of one run: a resumed run first drops the rows after its checkpoint."""
+
+    def __init__(self, path: Path, enabled: bool, resumed_step: int):
         self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            with open(path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resumed_step]
+            path.unlink()
+            for row in rows:
+                self.write(row)
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -96,9 +177,20 @@ class CsvLog:
             writer.writerow(row)
 
 
-def train(config: TrainConfig) -> Path:
+@dataclass
+class StepReport:
+    """What ``train(on_step=...)`` sees after every optimizer step, on every process."""
+
+    step: int
+    loss: float  # averaged over the processes
+    samples: list[int]  # dataset indices this process trained on in this step
+    process: int
+    module: torch.nn.Module  # the unwrapped training module
+
+
+def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = None) -> Path:
     """Run (or resume) training; returns the path of the final exported weights."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
@@ -112,13 +204,12 @@ def train(config: TrainConfig) -> Path:
         mixed_precision=config.mixed_precision,
         log_with="tensorboard" if config.log_with == "tensorboard" else None,
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
-        # The ID encoder's layers after its last transformer block do not reach the loss.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    check_before_loading(config, accelerator.num_processes)
+    resume_from = prepare_output(config, accelerator)
     set_seed(config.seed)
-    output.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
-        (output / "config.yaml").write_text(_to_yaml(config))
+        _write_atomically(output / "config.yaml", to_yaml(config).encode())
 
     device = accelerator.device
     base = load_sd15(config.sd15, device, torch.float32, with_unet=not config.init_from)
@@ -130,11 +221,12 @@ def train(config: TrainConfig) -> Path:
     magicface = MagicFace.from_pretrained(config.init_from, device="cpu", dtype="fp32") if config.init_from \
         else magicface_from_sd15(base.unet)
     del base.unet
-    for module in (magicface.denoiser, magicface.id_encoder):
-        module.train().requires_grad_(True)
+    for unet in (magicface.denoiser, magicface.id_encoder):
+        unet.train().requires_grad_(True)
         if config.gradient_checkpointing:
-            module.enable_gradient_checkpointing()
-    params = list(magicface.denoiser.parameters()) + list(magicface.id_encoder.parameters())
+            unet.enable_gradient_checkpointing()
+    module = MagicFaceTrainingModule(magicface)
+    params = list(module.parameters())
     optimizer = build_optimizer(params, config)
     ema = None
     if config.use_ema:
@@ -144,43 +236,46 @@ def train(config: TrainConfig) -> Path:
         accelerator.register_for_checkpointing(ema)
 
     dataset = PairDataset(config.data, config.resolution)
-    sampler = EpochSampler(len(dataset), config.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                                         num_workers=config.num_workers, drop_last=len(dataset) >= config.batch_size)
+    batches = EpochBatches(len(dataset), config.batch_size, config.seed, accelerator.process_index,
+                           accelerator.num_processes)
+    # Not prepared by accelerate: the batches above are already this process's share.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config.num_workers)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
                                  num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=config.max_steps * accelerator.num_processes)
-    denoiser, id_encoder, optimizer, loader, lr_scheduler = accelerator.prepare(
-        magicface.denoiser, magicface.id_encoder, optimizer, loader, lr_scheduler)
-    magicface.set_execution_device(device)  # accelerate placed the UNets; validation computes there
+    model, optimizer, lr_scheduler = accelerator.prepare(module, optimizer, lr_scheduler)
+    magicface.set_execution_device(device)  # validation computes where accelerate placed the UNets
     if ema is not None:
         ema.to(device)
     noise_scheduler = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
 
     global_step = 0
-    resume_from = latest_checkpoint(output) if config.resume == "latest" else (Path(config.resume) if config.resume else None)
+    layout = {"processes": accelerator.num_processes, "batch_size": config.batch_size,
+              "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        global_step = int(resume_from.name.split("-")[1])
+        global_step = _step_number(resume_from)
         logger.info("resumed from %s (step %d)", resume_from, global_step)
+        _warn_if_layout_changed(resume_from, layout, accelerator.is_main_process)
     if accelerator.is_main_process and config.log_with == "tensorboard":
         accelerator.init_trackers("magicface")
-    log = CsvLog(output / "train_log.csv", accelerator.is_main_process)
+    log = CsvLog(output / LOG_NAME, accelerator.is_main_process, global_step)
 
     micro_step = global_step * config.gradient_accumulation_steps
-    batches_per_epoch = len(loader)
     started = time.time()
+    samples: list[int] = []
     while global_step < config.max_steps:
-        epoch, skip = divmod(micro_step, batches_per_epoch)
-        sampler.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in batches:
-            with accelerator.accumulate(denoiser, id_encoder), accelerator.autocast():
+        epoch, skip = divmod(micro_step, len(batches))
+        batches.set_epoch(epoch, skip)
+        for batch in loader:
+            samples += batch["index"].tolist()
+            with accelerator.accumulate(model), accelerator.autocast():
                 generator = step_generator(config, micro_step, accelerator.process_index)
-                loss = training_loss(magicface, denoiser, id_encoder, base.vae, text, batch, noise_scheduler,
-                                     config, generator, accelerator.backward)
+                inputs, target = training_inputs(base.vae, text, batch, noise_scheduler, config, generator)
+                loss = F.mse_loss(model(inputs).float(), target.float())
+                accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -190,15 +285,20 @@ def train(config: TrainConfig) -> Path:
             global_step += 1
             if ema is not None:
                 ema.step(params)
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"the loss became {float(loss)} at step {global_step}")
+            mean_loss = float(accelerator.reduce(loss.detach(), "mean"))  # the same on every process
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"the loss became {mean_loss} at step {global_step}")
             if global_step % config.log_every == 0 or global_step == 1:
-                row = {"step": global_step, "loss": float(accelerator.gather(loss[None]).mean()),
-                       "lr": lr_scheduler.get_last_lr()[0], "seconds": round(time.time() - started, 2)}
+                row = {"step": global_step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0],
+                       "seconds": round(time.time() - started, 2)}
                 log.write(row)
                 accelerator.log({"loss": row["loss"], "lr": row["lr"]}, step=global_step)
+            if on_step is not None:
+                on_step(StepReport(global_step, mean_loss, samples, accelerator.process_index,
+                                   accelerator.unwrap_model(model)))
+            samples = []
             if global_step % config.checkpoint_every == 0 or global_step == config.max_steps:
-                save_checkpoint(accelerator, magicface, ema, params, output, global_step, config)
+                save_checkpoint(accelerator, magicface, ema, params, output, global_step, config, layout)
             if config.validate_every and global_step % config.validate_every == 0 and accelerator.is_main_process:
                 validate(magicface, ema, params, base.vae, text, dataset, config, output, global_step)
             if global_step >= config.max_steps:
@@ -207,36 +307,64 @@ def train(config: TrainConfig) -> Path:
     final = output / EXPORT_NAME
     if accelerator.is_main_process:
         export(magicface, ema, params, final, config)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
 
 
 def export(magicface: MagicFace, ema, params, path: Path, config: TrainConfig) -> None:
-    """Write the loader's single-file format (EMA weights when EMA is on)."""
+    """Write the loader's single-file format (EMA weights when EMA is on), atomically."""
     from ..devices import DTYPES
 
     if ema is not None:
         ema.store(params)
         ema.copy_to(params)
+    partial = path.with_name(path.name + PARTIAL)
     try:
-        magicface.save_pretrained(path, single_file=True, dtype=DTYPES[config.save_dtype])
+        magicface.save_pretrained(partial, single_file=True, dtype=DTYPES[config.save_dtype])
+        os.replace(partial, path)
     finally:
+        partial.unlink(missing_ok=True)
         if ema is not None:
             ema.restore(params)
 
 
-def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int, config: TrainConfig) -> None:
-    """Training state for resuming, plus the weights in the loader's format; complete or absent."""
+def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int, config: TrainConfig,
+                    layout: dict) -> None:
+    """Training state for resuming (every process writes its own RNG state), plus the weights in the
+    loader's format. Written under a ``.partial`` name and renamed when complete; no process goes on
+    before it is."""
     folder = output / CHECKPOINTS / f"step-{step:07d}"
-    partial = folder.with_name(folder.name + ".partial")  # a run killed while saving leaves only this
+    partial = folder.with_name(folder.name + PARTIAL)
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         export(magicface, ema, params, partial / EXPORT_NAME, config)
+        (partial / LAYOUT_NAME).write_text(json.dumps(layout))
+        if folder.exists():  # a step saved before by a run that was resumed from an earlier checkpoint
+            shutil.rmtree(folder)
         partial.rename(folder)
-        old = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+        old = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=_step_number)
         for stale in old[:-config.keep_checkpoints] if config.keep_checkpoints > 0 else []:
             shutil.rmtree(stale)
+    accelerator.wait_for_everyone()
+
+
+def _warn_if_layout_changed(checkpoint: Path, layout: dict, main: bool) -> None:
+    """Which samples and random draws a step gets depends on these; a change still trains, but not
+    as the interrupted run would have gone on."""
+    path = checkpoint / LAYOUT_NAME
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    changed = {k: (saved[k], v) for k, v in layout.items() if k in saved and saved[k] != v}
+    if changed and main:
+        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        logger.warning("resuming with %s: the run continues, but not exactly as it would have without the stop", listed)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + PARTIAL)
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 @torch.no_grad()
@@ -277,11 +405,3 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
             module.train()
         if ema is not None:
             ema.restore(params)
-
-
-def _to_yaml(config: TrainConfig) -> str:
-    import dataclasses
-
-    import yaml
-
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
