@@ -6,25 +6,20 @@ photo -> 512 face crop -> condition image + identity -> VAE latents -> ID featur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .au import AUVector
+from .errors import SettingsError
 from .faces.crop import paste_back
 from .faces.toolkit import FaceToolkit
 from .imaging import as_portrait, from_tensor, to_tensor
 from .model.magicface import MagicFace
 from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
+from .settings import EditSettings, check_au_delta, check_face_index
 
-
-@dataclass(frozen=True)
-class EditSettings:
-    steps: int = 50
-    guidance: float = 3.0
-    seed: int = 0
-    sampler: str = "uni_pc"
+__all__ = ["EditSettings", "edit_photo"]
 
 
 def edit_photo(
@@ -44,6 +39,15 @@ def edit_photo(
     Without ``crop`` the photo must be a portrait framed like the authors' (resized to 512 if
     square). ``condition`` defaults to the background + jaw contour computed from the portrait.
     """
+    # 0. Every input checked before any network runs.
+    au_delta = check_au_delta(au_delta)
+    face_index = check_face_index(face_index)
+    if not isinstance(settings, EditSettings):
+        raise SettingsError(f"settings must be an EditSettings, got {type(settings).__name__}")
+    if faces is None and (crop or condition is None):
+        raise SettingsError("give a FaceToolkit (faces=...): it finds the face with crop=True and computes the "
+                            "condition image when none is given")
+
     # 1. The 512x512 portrait, and how to put it back into the photo.
     transform = None
     if crop:

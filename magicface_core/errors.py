@@ -32,3 +32,15 @@ class NoFaceError(MagicFaceError):
 
 class MissingDependencyError(MagicFaceError, ImportError):
     """An optional package that a backend needs is not installed."""
+
+
+class SettingsError(MagicFaceError, ValueError):
+    """A setting (steps, guidance, seed, face index, device, ...) is out of range or of the wrong type."""
+
+
+class OutputPathError(MagicFaceError):
+    """An output would replace an input or an existing file, or cannot be written in that format."""
+
+
+class NonFiniteError(MagicFaceError, FloatingPointError):
+    """A computation produced NaN or infinite values (nothing is saved from it)."""

@@ -15,6 +15,8 @@ import torch
 
 from .. import assets
 from ..au import AUVector
+from ..errors import ImageInputError, SettingsError
+from ..imaging import check_image_size
 from .condition import person_mask, render_condition
 from .crop import CropTransform, crop_face
 from .landmarks import FaceBox, pick_face
@@ -27,7 +29,7 @@ class FaceToolkit:
                  parser: str = "bisenet", progress: assets.Progress | None = None,
                  search: tuple[str | os.PathLike, ...] = ()):
         if parser not in PARSERS:
-            raise ValueError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
+            raise SettingsError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
         self.root = Path(weights_root)
         self.device = torch.device(device)
         self.parser_name = parser
@@ -61,6 +63,7 @@ class FaceToolkit:
 
     # --- what callers use -----------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[FaceBox]:
+        check_image_size(image.shape[1], image.shape[0])
         return self._alignment.detect(image)
 
     def face(self, image: np.ndarray, face_index: int = 0) -> FaceBox:
@@ -73,6 +76,7 @@ class FaceToolkit:
         return self._alignment.landmarks(image, self.face(image, face_index))
 
     def parse(self, image: np.ndarray) -> np.ndarray:
+        check_image_size(image.shape[1], image.shape[0])
         return self._parser.parse(image)
 
     def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +89,8 @@ class FaceToolkit:
     def estimate_aus(self, images: list[np.ndarray], face_index: int = 0,
                      landmarks: list[np.ndarray] | None = None) -> AUVector:
         """AU intensities (0..5) of the chosen face in each image (``landmarks`` if already known)."""
+        if len(images) == 0:
+            raise ImageInputError("no images to estimate AUs on: the batch is empty")
         if landmarks is None:
             landmarks = [self.landmarks(image, face_index) for image in images]
         return self._au_estimator.estimate(list(zip(images, landmarks)))
