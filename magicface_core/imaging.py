@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -125,14 +126,16 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
                     raise _too_large(path, width, height, limit)
                 check_image_size(width, height, str(path))
                 return to_rgb_uint8(image)
-    except Image.DecompressionBombError as exc:
-        raise _too_large(path, 0, 0, limit) from exc
+    except Image.DecompressionBombError as exc:  # past twice PIL's own limit it refuses in open()
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, int(found.group(1)) if found else 0, 1, limit) from exc
     except (OSError, UnidentifiedImageError) as exc:
         raise ImageInputError(f"cannot read the image {path}: {exc}") from exc
 
 
 def _too_large(path, width: int, height: int, limit: int) -> ImageInputError:
-    size = f"{width}x{height} = {width * height:,} pixels" if width else "more pixels than allowed"
+    size = (f"{width * height:,} pixels" if height == 1 else f"{width}x{height} = {width * height:,} pixels") \
+        if width else "more pixels than allowed"
     return ImageInputError(
         f"{path} is {size}, over the limit of {limit:,} pixels (a guard against decompression bombs). "
         f"Downscale the photo, or raise the limit: set {MAX_PIXELS_ENV}={2 * limit} (or load_image(max_pixels=...))."

@@ -89,11 +89,10 @@ def check_au_delta(au_delta: object) -> AUVector:
         if isinstance(au_delta, (str, bytes)):
             raise AUInputError(f"au_delta must be an AUVector; parse text with AUVector.parse({au_delta!r})")
         try:
-            au_delta = AUVector(torch.as_tensor(au_delta, dtype=torch.float32))
+            values = torch.as_tensor(au_delta, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise AUInputError(
-                f"au_delta must be an AUVector or {NUM_AUS} numbers per row ({exc})"
-            ) from None
+            raise AUInputError(f"au_delta must be an AUVector or {NUM_AUS} numbers per row ({exc})") from None
+        au_delta = AUVector(values)
     largest = au_delta.max_abs()
     if largest > AU_DELTA_HARD_LIMIT:
         raise AUInputError(
