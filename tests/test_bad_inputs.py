@@ -33,7 +33,7 @@ from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.imaging import load_image, to_rgb_uint8
 from magicface_core.model import sd15 as sd15_module
 from tests.conftest import OFFICIAL
-from tests.factories import TINY, random_inputs, write_face_weights, write_published_checkpoint, write_tiny_sd15
+from tests.factories import TINY, random_inputs, write_published_checkpoint, write_tiny_sd15
 
 
 # --- the work folder, and what "nothing changed" means -----------------------------------------
@@ -356,7 +356,7 @@ def test_a_crop_edit_keeps_the_displayed_orientation(tiny_checkpoint, sd15_folde
     out = tmp_path / "edited.png"
     assert main(["edit", "--image", str(tmp_path / "phone.jpg"), "--crop", "--au", "AU12=2", "--steps", "1",
                  "--weights", str(tiny_checkpoint), "--sd15", str(sd15_folder), "--device", "cpu",
-                 "--face-weights", str(write_face_weights(tmp_path / "faces")), "--out", str(out)]) == 0
+                 "--condition", str(OFFICIAL / "00381_bg.png"), "--out", str(out)]) == 0
     assert boxes[0][:2] == (240, 200)  # the detector saw the upright photo
     result, upright = np.asarray(Image.open(out)), load_image(tmp_path / "phone.jpg")
     assert result.shape == (240, 200, 3)  # before: 240 wide, sideways

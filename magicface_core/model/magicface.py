@@ -171,6 +171,8 @@ class MagicFace:
         ``callback(step, total, latents)`` runs after every step; raising from it stops sampling.
         """
         steps, guidance, seed = check_steps(steps, sampler), check_guidance(guidance), check_seed(seed)
+        if not isinstance(features, IdentityFeatures):
+            raise ImageInputError(f"features must be the IdentityFeatures from encode_identity, got {type(features).__name__}")
         _check_latents("cond_latents", cond_latents)
         _check_text(text_embeds, self.denoiser.config.cross_attention_dim)
         au = check_au_delta(au_delta).to_tensor()
