@@ -38,6 +38,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
                     f"the output {output} is the input {source}: writing it would replace your file. "
                     f"Choose another {option}."
                 )
+        if output.is_dir() and output.suffix:  # e.g. a folder named edited.png
+            raise OutputPathError(f"{output} is a folder; give a file name for {option}")
         if output.exists() and not overwrite:
             raise OutputPathError(f"{output} already exists; choose another {option}, or pass --overwrite to replace it")
         checked.append(output)

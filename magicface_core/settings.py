@@ -41,7 +41,7 @@ def check_steps(steps: object, sampler: str = "uni_pc") -> int:
     if not 1 <= steps <= limit:
         raise SettingsError(
             f"steps must be from 1 to {limit} with the {sampler} sampler, got {steps} "
-            f"(the authors use 50; more than {limit} steps give NaN or fail in this sampler)"
+            f"(the authors use 50; past {limit} steps this sampler gives NaN, fails, or only adds time)"
         )
     return int(steps)
 

@@ -287,11 +287,11 @@ def check_finite(state: Mapping[str, torch.Tensor], part: str, source: str,
     """Refuse weights holding NaN or infinity (on the load device, where the check is fast): they
     would only show up as a black image after a whole edit."""
     for key, tensor in state.items():
-        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point() or _all_finite(tensor):
             continue
         name = _published_name(part, key)
         stored = (original or {}).get(name)
-        if stored is not None and stored.dtype != tensor.dtype and bool(torch.isfinite(stored).all()):
+        if stored is not None and stored.dtype != tensor.dtype and _all_finite(stored):
             raise CheckpointError(
                 f"{source}: the weight {name} overflows {str(tensor.dtype).replace('torch.', '')} "
                 f"(it is finite in {str(stored.dtype).replace('torch.', '')}); load it in fp32 or bf16"
@@ -300,6 +300,12 @@ def check_finite(state: Mapping[str, torch.Tensor], part: str, source: str,
             f"{source}: the weight {name} holds NaN or infinite values. The file is damaged; "
             "download it again (or retrain: the run that wrote it diverged)."
         )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    # A sum is NaN/inf whenever an element is, and ~30x faster than isfinite().all() on a CPU;
+    # only a sum that overflows needs the exact check.
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
 def _published_name(part: str, key: str) -> str:
