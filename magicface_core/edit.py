@@ -44,9 +44,6 @@ def edit_photo(
     face_index = check_face_index(face_index)
     if not isinstance(settings, EditSettings):
         raise SettingsError(f"settings must be an EditSettings, got {type(settings).__name__}")
-    if faces is None and (crop or condition is None):
-        raise SettingsError("give a FaceToolkit (faces=...): it finds the face with crop=True and computes the "
-                            "condition image when none is given")
 
     # 1. The 512x512 portrait, and how to put it back into the photo.
     transform = None

@@ -79,15 +79,15 @@ def check_face_index(face_index: object) -> int:
 
 
 def check_au_delta(au_delta: object) -> AUVector:
-    """An :class:`AUVector` (or a ``[B, 12]`` tensor) of finite variations within +-:data:`AU_DELTA_HARD_LIMIT`."""
+    """AU variations as an :class:`AUVector`, finite and within +-:data:`AU_DELTA_HARD_LIMIT`.
+
+    Takes an AUVector, ``{"AU12": 3}``, ``"AU12=3, AU6=2"``, 12 numbers or a ``[B, 12]`` array.
+    """
     if isinstance(au_delta, Mapping):
-        raise AUInputError(
-            f"au_delta must be an AUVector, not a dict; build one with AUVector.from_dict({dict(au_delta)!r}) "
-            "or AUVector.parse('AU12=3, AU6=2')"
-        )
-    if not isinstance(au_delta, AUVector):
-        if isinstance(au_delta, (str, bytes)):
-            raise AUInputError(f"au_delta must be an AUVector; parse text with AUVector.parse({au_delta!r})")
+        au_delta = AUVector.from_dict(au_delta)
+    elif isinstance(au_delta, str):
+        au_delta = AUVector.parse(au_delta)
+    elif not isinstance(au_delta, AUVector):
         try:
             values = torch.as_tensor(au_delta, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError) as exc:

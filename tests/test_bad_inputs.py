@@ -295,11 +295,13 @@ API_ROWS = [
      ("text_embeds must be [B, 77, 32]", "(1, 77, 768)")),
     ("text width wrong in encode_identity", "RuntimeError: mat1 and mat2 shapes cannot be multiplied", "ImageInputError",
      lambda m, x, f: m.encode_identity(x["id_latents"], torch.zeros(1, 77, 768)), ("[B, 77, 32]",)),
-    ("au_delta as a dict", "TypeError: must be real number, not dict", "AUInputError",
-     lambda m, x, f: m.sample(f, x["cond_latents"], {"AU12": 3}, x["text_embeds"]),
-     ("not a dict", "AUVector.from_dict({'AU12': 3})")),
-    ("au_delta as text", "TypeError: new(): invalid data type 'str'", "AUInputError",
-     lambda m, x, f: m.sample(f, x["cond_latents"], "AU12=3", x["text_embeds"]), ("AUVector.parse('AU12=3')",)),
+    ("au_delta as a dict with an unknown AU", "TypeError: must be real number, not dict", "AUInputError",
+     lambda m, x, f: m.sample(f, x["cond_latents"], {"AU13": 3}, x["text_embeds"]),
+     ("unknown action unit 'AU13'", "AU12")),
+    ("au_delta as text with a typo", "TypeError: new(): invalid data type 'str'", "AUInputError",
+     lambda m, x, f: m.sample(f, x["cond_latents"], "AU12=lots", x["text_embeds"]), ("cannot read AU setting",)),
+    ("au_delta as a list of strings", "TypeError from torch", "AUInputError",
+     lambda m, x, f: m.sample(f, x["cond_latents"], ["AU12=3"], x["text_embeds"]), ("12 numbers per row",)),
     ("au_delta of 11 values", "refused (kept)", "AUInputError",
      lambda m, x, f: m.sample(f, x["cond_latents"], [0.0] * 11, x["text_embeds"]), ("12 values",)),
     ("guidance=nan", "NaN latents returned without a word", "SettingsError",
@@ -449,10 +451,11 @@ NODE_ROWS = [
                                              au_delta=p.magicface_core.AUVector.zeros(), conditioning=None, seed=0,
                                              steps=1.5, au_guidance=3.0, sampler="uni_pc"), "SettingsError",
      ("whole number",)),
-    ("KSampler, a dict as au_delta", "TypeError from torch, after the VAE and denoiser ran/loaded",
+    ("KSampler, a dict with an unknown AU as au_delta", "TypeError from torch, after the VAE and denoiser ran/loaded",
      lambda p: _node(p, "MagicFaceKSampler")(magicface_model=None, identity=None, condition=None, vae=None,
-                                             au_delta={"AU12": 2}, conditioning=None, seed=0, steps=20,
-                                             au_guidance=3.0, sampler="uni_pc"), "AUInputError", ("not a dict",)),
+                                             au_delta={"AU3": 2}, conditioning=None, seed=0, steps=20,
+                                             au_guidance=3.0, sampler="uni_pc"), "AUInputError",
+     ("unknown action unit 'AU3'",)),
 ]
 
 
@@ -486,3 +489,13 @@ def test_files_left_by_a_crash_are_not_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_image(np.zeros((8, 8, 3), np.uint8), target)
     assert snapshot(tmp_path) == before
+
+
+def test_a_dict_or_text_as_au_delta_means_what_it_says(tiny_model):
+    """Before: TypeError from torch. A mapping or text reads as AUVector.from_dict / AUVector.parse."""
+    inputs = random_inputs(TINY)
+    features = tiny_model.encode_identity(inputs["id_latents"], inputs["text_embeds"])
+    results = [tiny_model.sample(features, inputs["cond_latents"], au, inputs["text_embeds"], steps=2,
+                                 noise=inputs["noise"])
+               for au in ({"AU12": 3, "AU6": -1}, "AU12=3, AU6=-1", AUVector.from_dict({"AU12": 3, "AU6": -1}))]
+    assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[2])
