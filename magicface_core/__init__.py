@@ -12,6 +12,9 @@ from .errors import (
     MagicFaceError,
     MissingDependencyError,
     NoFaceError,
+    NonFiniteError,
+    OutputPathError,
+    SettingsError,
     WeightsNotFoundError,
 )
 from .model.identity_attention import IdentityFeatures
@@ -21,7 +24,7 @@ from .model.schedulers import SAMPLER_NAMES
 __all__ = [
     "AU_ACTIONS", "AU_NAMES", "EMOTION_PRESETS", "AUVector", "emotion_preset",
     "AUInputError", "CheckpointError", "ImageInputError", "MagicFaceError", "MissingDependencyError",
-    "NoFaceError", "WeightsNotFoundError",
+    "NoFaceError", "NonFiniteError", "OutputPathError", "SettingsError", "WeightsNotFoundError",
     "IdentityFeatures", "LATENT_SCALE", "MagicFace", "SAMPLER_NAMES",
 ]
 

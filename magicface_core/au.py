@@ -38,6 +38,9 @@ NUM_AUS = len(AU_NAMES)
 
 # Variations the authors recommend staying within; beyond it images distort.
 RECOMMENDED_DELTA_LIMIT = 10.0
+# Variations refused outright (settings.check_au_delta): far past any useful edit, where the
+# AU embedding only overflows (in fp16 from a few thousand) into a black image.
+AU_DELTA_HARD_LIMIT = 100.0
 
 # Prototypical AU combinations (FACS/EMFACS, restricted to the 12 AUs the model knows), each
 # AU at intensity 1 so that a preset's strength reads as an intensity. The paper's own prompts

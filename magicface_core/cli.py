@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--face-index", type=int, default=0, help="which face with --crop (0 = largest)")
     edit.add_argument("--offload", action="store_true",
                       help="low GPU memory: keep the UNets on the CPU and move each to the GPU only while it runs")
+    edit.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     _add_device_args(edit)
 
     estimate = commands.add_parser("estimate", help="print the AU intensities of a face")
@@ -81,12 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     condition = commands.add_parser("condition", help="write the condition image of a 512x512 portrait")
     condition.add_argument("--image", type=Path, required=True)
     condition.add_argument("--out", type=Path, required=True)
+    condition.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_device_args(condition)
 
     convert = commands.add_parser("convert", help="convert MagicFace weights to one .safetensors file (or back)")
     convert.add_argument("source", help="published folder, .safetensors file or hub repo id")
     convert.add_argument("target", type=Path, help="a .safetensors file, or a folder for the published layout")
     convert.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+    convert.add_argument("--overwrite", action="store_true", help="replace the target if it exists")
 
     download = commands.add_parser("download", help="download all weights the CLI needs")
     download.add_argument("--to", type=Path, default=None, help="weights folder (default: the magicface cache)")
@@ -124,56 +127,74 @@ def _face_toolkit(args):
     return default_toolkit(_device_and_dtype(args)[0], args.parser, args.face_weights)
 
 
+def output_paths(out: Path, count: int) -> list[Path]:
+    """``out`` for one edit; ``out_0``, ``out_1``, ... for a batch."""
+    return [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
+
+
 def run_edit(args) -> list[Path]:
-    from .edit import EditSettings, edit_photo
-    from .imaging import load_image, save_image
+    from .edit import edit_photo
+    from .files import check_outputs
+    from .imaging import check_image_format, load_image, save_image
     from .model.magicface import MagicFace
     from .model.sd15 import load_sd15
+    from .settings import EditSettings, check_au_delta, check_face_index
 
-    au_delta = parse_au_delta(args.au, args.variant)
+    # Every setting and output checked before anything loads.
+    au_delta = check_au_delta(parse_au_delta(args.au, args.variant))
+    settings = EditSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+    check_face_index(args.face_index)
+    device, dtype = _device_and_dtype(args)
+    check_image_format(args.out)
+    outputs = check_outputs(output_paths(args.out, len(au_delta)), [args.image, args.condition], args.overwrite)
     photo = load_image(args.image)
     condition = load_image(args.condition) if args.condition else None
-    device, dtype = _device_and_dtype(args)
     model = MagicFace.from_pretrained(args.weights, device="cpu" if args.offload else device, dtype=dtype)
     if args.offload:
         model.enable_model_offload(device)
     sd15 = load_sd15(args.sd15, device, dtype)
-    settings = EditSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
 
     def on_step(i: int, n: int) -> None:
         print(f"\rsampling {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
     edited = edit_photo(photo, au_delta, model, sd15, faces=_face_toolkit(args), condition=condition,
                         crop=args.crop, face_index=args.face_index, settings=settings, on_step=on_step)
-    outputs = [args.out] if len(edited) == 1 else [
-        args.out.with_name(f"{args.out.stem}_{i}{args.out.suffix}") for i in range(len(edited))
-    ]
     for image, path in zip(edited, outputs):
-        save_image(image, path)
+        save_image(image, path, overwrite=args.overwrite)
         print(f"wrote {path}")
     return outputs
 
 
 def run_estimate(args) -> None:
     from .imaging import load_image
+    from .settings import check_face_index
 
+    check_face_index(args.face_index)
     images = [load_image(p) for p in args.image]
     aus = _face_toolkit(args).estimate_aus(images, args.face_index)
     print(aus.table(title="AU intensities (0..5); columns: " + ", ".join(f"#{i} {p}" for i, p in enumerate(args.image))))
 
 
 def run_condition(args) -> None:
-    from .imaging import as_portrait, load_image, save_image
+    from .files import check_outputs
+    from .imaging import as_portrait, check_image_format, load_image, save_image
 
-    condition, _ = _face_toolkit(args).condition(as_portrait(load_image(args.image)))
-    save_image(condition, args.out)
+    check_image_format(args.out)
+    check_outputs([args.out], [args.image], args.overwrite)
+    portrait = as_portrait(load_image(args.image))
+    condition, _ = _face_toolkit(args).condition(portrait)
+    save_image(condition, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}")
 
 
 def run_convert(args) -> None:
     from .devices import DTYPES
+    from .files import check_outputs
     from .model.magicface import MagicFace
 
+    source = Path(args.source)
+    check_outputs([args.target], [source, *(source.rglob("*") if source.is_dir() else ())], args.overwrite,
+                  option="target")
     model = MagicFace.from_pretrained(args.source, device="cpu", dtype="fp32")
     model.save_pretrained(args.target, single_file=args.target.suffix == ".safetensors", dtype=DTYPES[args.dtype])
     print(f"wrote {args.target}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import MagicFaceError
+from .errors import SettingsError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -27,17 +27,35 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def resolve(device: torch.device | str | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
-    """The one reading of a device and a precision, as the CLI and the API take them."""
+def check_device(device: torch.device | str) -> torch.device:
+    """A device this machine has: a valid name (cpu, cuda, cuda:1, mps, ...) whose backend is available."""
     try:
-        device = torch.device(device) if device is not None else default_device()
-    except (RuntimeError, TypeError) as exc:
-        raise MagicFaceError(f"unknown device {device!r}: use cpu, cuda, cuda:1, mps... ({exc})") from None
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SettingsError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device {str(device)!r}: this PyTorch sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SettingsError(f"device {str(device)!r}: there are only {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SettingsError(f"device {str(device)!r}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)  # torch.xpu and the like
+        if backend is None or (hasattr(backend, "is_available") and not backend.is_available()):
+            raise SettingsError(f"device {str(device)!r} is not available here: use cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve(device: torch.device | str | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
+    device = check_device(device) if device is not None else default_device()
     if isinstance(dtype, str):
         if dtype in ("auto", ""):
             dtype = None
         elif dtype in DTYPES:
             dtype = DTYPES[dtype]
         else:
-            raise MagicFaceError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
+            raise SettingsError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
+    elif dtype is not None and dtype not in DTYPES.values():
+        raise SettingsError(f"unsupported dtype {dtype}: use one of {', '.join(DTYPES)}")
     return device, dtype or default_dtype(device)

@@ -6,25 +6,20 @@ photo -> 512 face crop -> condition image + identity -> VAE latents -> ID featur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .au import AUVector
+from .errors import SettingsError
 from .faces.crop import paste_back
 from .faces.toolkit import FaceToolkit, default_toolkit
 from .imaging import as_portrait, from_tensor, to_tensor
 from .model.magicface import MagicFace
 from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
+from .settings import EditSettings, check_au_delta, check_face_index
 
-
-@dataclass(frozen=True)
-class EditSettings:
-    steps: int = 50
-    guidance: float = 3.0
-    seed: int = 0
-    sampler: str = "uni_pc"
+__all__ = ["EditSettings", "edit_photo"]
 
 
 def edit_photo(
@@ -45,6 +40,11 @@ def edit_photo(
     square). ``condition`` defaults to the background + jaw contour computed from the portrait.
     ``faces`` defaults to :func:`~magicface_core.faces.toolkit.default_toolkit` on the model's device.
     """
+    # 0. Every input checked before any network runs.
+    au_delta = check_au_delta(au_delta)
+    face_index = check_face_index(face_index)
+    if not isinstance(settings, EditSettings):
+        raise SettingsError(f"settings must be an EditSettings, got {type(settings).__name__}")
     if faces is None and (crop or condition is None):
         faces = default_toolkit(model.device)
 

@@ -34,13 +34,19 @@ class MissingDependencyError(MagicFaceError, ImportError):
     """An optional package that a backend needs is not installed."""
 
 
-class ConfigError(MagicFaceError, ValueError):
-    """A setting is invalid, or settings do not work together (checked before anything loads)."""
+class SettingsError(MagicFaceError, ValueError):
+    """A setting (steps, guidance, seed, face index, device, a training option, ...) is out of range, of the
+    wrong type, or does not work with the others; always checked before anything loads."""
 
 
-class OutputExistsError(MagicFaceError):
-    """The output would replace files or a run the user already has; ``--overwrite`` allows it."""
+class OutputPathError(MagicFaceError):
+    """An output would replace an input, an existing file or a training run (``--overwrite`` allows the
+    latter two), or cannot be written in that format."""
 
 
 class DataError(MagicFaceError):
     """A prepared training set is missing, empty or too small for the run."""
+
+
+class NonFiniteError(MagicFaceError, FloatingPointError):
+    """A computation produced NaN or infinite values (nothing is saved from it)."""

@@ -2,61 +2,175 @@
 
 Face processing works on ``HxWx3 uint8`` arrays (what PIL and the face networks expect); the
 VAE on float tensors ``[B,3,H,W]`` in 0..1; ComfyUI on ``[B,H,W,3]`` floats in 0..1.
+
+Photos decode as they display, one rule for files and arrays alike: the EXIF orientation is
+applied; 8-bit, 16-bit (uint16, PIL's ``I;16``/``I``) and float (0..1, PIL's ``F``) pixels are
+scaled to 0..255; transparency is composited on **white**, as image viewers show it.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ImageInputError
+from .errors import ImageInputError, NonFiniteError
 
 logger = logging.getLogger(__name__)
 
 PORTRAIT_SIZE = 512  # the authors' crops, and the resolution MagicFace was trained at
+# Smaller images hold no face the detector, parser and AU network can work on (faces.crop
+# needs a face of 24 pixels); below it their convolutions fail with shape errors.
+MIN_IMAGE_SIZE = 32
+# Decoding more pixels than this is refused before any memory is spent (PIL's own default
+# limit, about 9459x9459); raise it with MAGICFACE_MAX_PIXELS or load_image(max_pixels=...).
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "MAGICFACE_MAX_PIXELS"
 
 
 def to_rgb_uint8(image) -> np.ndarray:
-    """``HxWx3 uint8`` from a PIL image, or an array that is gray (HxW), RGB or RGBA, uint8 or 0..1 float."""
+    """``HxWx3 uint8`` from a PIL image or an array (gray HxW, HxWx1, RGB or RGBA; see the module's rule)."""
     if hasattr(image, "convert"):  # PIL
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        image = _pil_pixels(image)
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise ImageInputError(f"expected an image HxW, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ImageInputError("the image is empty")
-    if array.dtype != np.uint8:
-        array = np.clip(np.round(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif array.shape[2] == 4:  # composite on white, as image viewers show transparency
-        alpha = array[..., 3:4].astype(np.float32) / 255.0
-        rgb = array[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        array = np.round(rgb).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    if array.shape[2] in (1, 2):  # gray, gray + alpha
+        array = np.concatenate([np.repeat(array[..., :1], 3, axis=2), array[..., 1:]], axis=2)
+    if array.dtype == np.uint8 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    unit = _unit_range(array)
+    if unit.shape[2] == 4:  # composite on white, as image viewers show transparency
+        unit = unit[..., :3] * unit[..., 3:4] + (1.0 - unit[..., 3:4])
+    return np.ascontiguousarray(np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Floats in 0..1: uint8 / 255, uint16 / 65535, bool as 0/1, floats as they are."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        unit = array.astype(np.float32)
+        if not np.isfinite(unit).all():
+            raise ImageInputError("the image holds NaN or infinite values")
+        return unit
+    raise ImageInputError(
+        f"cannot read {array.dtype} pixels: give uint8 (0..255), uint16 (0..65535) or float (0..1) images"
+    )
+
+
+def _pil_pixels(image) -> np.ndarray:
+    """The pixels of a PIL image as displayed (EXIF orientation), 16-bit and float modes unscaled."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)
+    if mode == "I":  # 32-bit integers: what some readers give for 16-bit gray
+        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
+
+
+def pixel_limit() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ImageInputError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
+
+
+def check_image_size(width: int, height: int, what: str = "the image") -> None:
+    """Refuse images too small for the face networks."""
+    if min(width, height) < MIN_IMAGE_SIZE:
+        raise ImageInputError(
+            f"{what} is only {width}x{height} pixels; MagicFace needs images at least "
+            f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} (a face ideally over 200 pixels wide)"
+        )
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """An ``HxWx3 uint8`` photo as it displays; more than ``max_pixels`` pixels (default: see
+    :data:`DEFAULT_MAX_PIXELS`) are refused before decoding."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_pixels or pixel_limit()
     try:
-        with Image.open(path) as image:
-            return to_rgb_uint8(image)
+        with warnings.catch_warnings():  # PIL's bomb warning: our own limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if limit > (Image.MAX_IMAGE_PIXELS or limit):  # the user raised the limit: PIL must not refuse
+                Image.MAX_IMAGE_PIXELS = limit
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise _too_large(path, width, height, limit)
+                check_image_size(width, height, str(path))
+                return to_rgb_uint8(image)
+    except Image.DecompressionBombError as exc:  # past twice PIL's own limit it refuses in open()
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, int(found.group(1)) if found else 0, 1, limit) from exc
     except (OSError, UnidentifiedImageError) as exc:
         raise ImageInputError(f"cannot read the image {path}: {exc}") from exc
 
 
-def save_image(image: np.ndarray, path: str | Path) -> None:
+def _too_large(path, width: int, height: int, limit: int) -> ImageInputError:
+    size = (f"{width * height:,} pixels" if height == 1 else f"{width}x{height} = {width * height:,} pixels") \
+        if width else "more pixels than allowed"
+    return ImageInputError(
+        f"{path} is {size}, over the limit of {limit:,} pixels (a guard against decompression bombs). "
+        f"Downscale the photo, or raise the limit: set {MAX_PIXELS_ENV}={2 * limit} (or load_image(max_pixels=...))."
+    )
+
+
+def check_image_format(path: str | Path) -> str:
+    """The PIL format that ``path``'s extension names, if PIL can write an RGB image in it."""
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    Image.init()
+    suffix = Path(path).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is not None and image_format in Image.SAVE:
+        try:  # some formats are registered but cannot hold RGB (XBM) or need a plugin (HDF5)
+            Image.new("RGB", (8, 8)).save(io.BytesIO(), format=image_format)
+            return image_format
+        except Exception:
+            pass
+    raise ImageInputError(
+        f"cannot write an image named {Path(path).name}: {suffix or 'no extension'} is not an image format PIL "
+        "can write; use .png, .jpg or .webp"
+    )
+
+
+def save_image(image: np.ndarray, path: str | Path, overwrite: bool = True) -> None:
+    """Write ``image`` atomically (a crash leaves no half-written file); the extension picks the format."""
+    from PIL import Image
+
+    from .files import atomic_path
+
+    image_format = check_image_format(path)
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        Image.fromarray(image).save(temporary, format=image_format)
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -95,6 +209,8 @@ def resize_portraits(images: torch.Tensor) -> torch.Tensor:
 
 def as_portrait(image: np.ndarray) -> np.ndarray:
     """A 512x512 portrait: square images are resized; anything else needs a face crop first."""
+    image = to_rgb_uint8(image)
+    check_image_size(image.shape[1], image.shape[0], "the portrait")
     if not needs_resize_to_portrait(image.shape[1], image.shape[0]):
         return image
     return from_tensor(resize_portraits(to_tensor([image])))[0]
@@ -102,10 +218,17 @@ def as_portrait(image: np.ndarray) -> np.ndarray:
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     """``[B,3,H,W]`` float in 0..1."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    if len(images) == 0:
+        raise ImageInputError("no images: the batch is empty")
+    arrays = [to_rgb_uint8(image) for image in images]
+    if len({a.shape for a in arrays}) > 1:
+        raise ImageInputError(f"images of one batch must have one size, got {sorted({a.shape[:2] for a in arrays})}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def from_tensor(images: torch.Tensor) -> list[np.ndarray]:
     """``HxWx3 uint8`` arrays from ``[B,3,H,W]`` floats in 0..1."""
+    if not bool(torch.isfinite(images).all()):
+        raise NonFiniteError("the decoded image holds NaN or infinite values (it would save as black); nothing was saved")
     array = (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return list(array)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError, AUVector, emotion_preset
 from .host import face_toolkit
 from .images import to_arrays
@@ -28,7 +30,7 @@ class MagicFaceAUEstimate:
         }}
 
     def estimate(self, image, face_index: int):
-        aus = face_toolkit().estimate_aus(to_arrays(image), face_index)
+        aus = face_toolkit().estimate_aus(to_arrays(image, "the image"), face_index)
         return (aus, aus.table(title="AU intensities (0..5), one column per image"))
 
 
@@ -92,6 +94,10 @@ class MagicFaceAUSweep:
         }
 
     def sweep(self, au: str, start: float, stop: float, step: float, base: AUVector | None = None):
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise AUInputError(f"the sweep's start and stop must be finite numbers, got {start} and {stop}")
+        if not (math.isfinite(step) and step > 0):
+            raise AUInputError(f"the sweep's step must be a positive number (e.g. 2.0), got {step}")
         count = int((abs(stop - start) + 1e-6) // step) + 1
         if count > self.MAX_STEPS:
             raise AUInputError(f"the sweep would make {count} edits; keep it under {self.MAX_STEPS} (raise the step)")

@@ -28,7 +28,7 @@ class MagicFaceFaceCrop:
 
     def crop(self, image, face_index: int):
         toolkit = face_toolkit()
-        crops, transforms = zip(*(toolkit.crop(photo, face_index) for photo in to_arrays(image)))
+        crops, transforms = zip(*(toolkit.crop(photo, face_index) for photo in to_arrays(image, "the image")))
         return (to_image(list(crops)), tuple(transforms))
 
 
@@ -50,7 +50,7 @@ class MagicFaceFaceParseContour:
 
     def condition(self, image, parser: str):
         toolkit = face_toolkit(parser)
-        conditions, masks = zip(*(toolkit.condition(portrait) for portrait in to_arrays(image)))
+        conditions, masks = zip(*(toolkit.condition(portrait) for portrait in to_arrays(image, "the portrait")))
         return (to_image(list(conditions)), to_mask(list(masks)))
 
 
@@ -75,7 +75,12 @@ class MagicFacePasteBack:
         }
 
     def paste(self, original, edited, crop, keep_detail: bool, mask=None):
-        originals, edits = to_arrays(original), to_arrays(edited)
+        if not crop:
+            raise ImageInputError(
+                "Paste Back needs the crop output of the MagicFace Face Crop node that cut the portrait from "
+                "this photo; connect it to the crop input"
+            )
+        originals, edits = to_arrays(original, "the original photo"), to_arrays(edited, "the edited portrait")
         count = max(len(originals), len(edits), len(crop))
         if any(n not in (1, count) for n in (len(originals), len(edits), len(crop))):
             raise ImageInputError(

@@ -8,18 +8,24 @@ import numpy as np
 import torch
 
 from ..magicface_core import ImageInputError
-from ..magicface_core.imaging import needs_resize_to_portrait, resize_portraits
+from ..magicface_core.imaging import needs_resize_to_portrait, resize_portraits, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
 
-def to_arrays(images: torch.Tensor) -> list[np.ndarray]:
-    """IMAGE ``[B,H,W,C]`` floats -> HxWx3 uint8 arrays (alpha dropped, gray expanded)."""
-    images = images[..., :3]
-    if images.shape[-1] == 1:
-        images = images.expand(*images.shape[:-1], 3)
-    array = (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    return list(array)
+def check_batch(images, what: str) -> torch.Tensor:
+    """An IMAGE batch ``[B,H,W,C]`` holding at least one image."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got {shape}")
+    if images.shape[0] == 0:
+        raise ImageInputError(f"{what} is an empty batch: connect a node that outputs at least one image")
+    return images
+
+
+def to_arrays(images: torch.Tensor, what: str = "the image") -> list[np.ndarray]:
+    """IMAGE ``[B,H,W,C]`` floats -> HxWx3 uint8 arrays (the core's rule: gray expanded, alpha on white)."""
+    return [to_rgb_uint8(image) for image in check_batch(images, what).detach().float().cpu().numpy()]
 
 
 def to_image(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -32,8 +38,9 @@ def to_mask(arrays: list[np.ndarray]) -> torch.Tensor:
 
 def portrait_pixels(images: torch.Tensor, what: str) -> torch.Tensor:
     """IMAGE at 512x512: square images are resized, others need the Face Crop node first."""
-    if images.ndim != 4:
-        raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got shape {tuple(images.shape)}")
+    images = check_batch(images, what)
+    if images.shape[-1] == 4:  # the core's rule: transparency composited on white
+        images = images[..., :3] * images[..., 3:] + (1 - images[..., 3:])
     images = images[..., :3]
     if not needs_resize_to_portrait(images.shape[2], images.shape[1], what):
         return images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..magicface_core import SAMPLER_NAMES, AUVector
+from ..magicface_core.settings import EditSettings, check_au_delta
 from . import host
 from .images import portrait_pixels, text_embeds, vae_encode
 from .types import AU_DELTA, CATEGORY, MAGICFACE_ID, MAGICFACE_MODEL, LoadedMagicFace
@@ -67,6 +68,8 @@ class MagicFaceKSampler:
 
     def sample(self, magicface_model: LoadedMagicFace, identity, condition, vae, au_delta: AUVector, conditioning,
                seed: int, steps: int, au_guidance: float, sampler: str, noise_per_edit: bool = False):
+        EditSettings(steps=steps, guidance=au_guidance, seed=seed, sampler=sampler)  # before any model loads
+        check_au_delta(au_delta)
         cond_latents = vae_encode(vae, portrait_pixels(condition, "the condition image"), "the condition image")
         text = text_embeds(conditioning, magicface_model.text_dim)
         latents = magicface_model.sample(

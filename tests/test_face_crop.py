@@ -111,7 +111,7 @@ def test_image_formats_are_normalised():
     rgba[..., 3] = 255
     assert to_rgb_uint8(rgba)[0, 0].tolist() == [255, 0, 0]
     with pytest.raises(ImageInputError):
-        to_rgb_uint8(np.zeros((4, 4, 2)))
+        to_rgb_uint8(np.zeros((4, 4, 5)))
     with pytest.raises(ImageInputError, match="Crop the face first"):
         as_portrait(np.zeros((300, 200, 3), np.uint8))
     assert as_portrait(np.zeros((256, 256, 3), np.uint8)).shape == (512, 512, 3)

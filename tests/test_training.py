@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from magicface_core import AUVector, MagicFace
-from magicface_core.errors import ConfigError
+from magicface_core.errors import SettingsError
 from magicface_core.training.config import TrainConfig, load_config
 from magicface_core.training.dataset import Frame, Pair, PairDataset, apply_au_rules, read_index, write_index
 from tests.support.paths import OFFICIAL, REPO
@@ -91,7 +91,7 @@ def test_config_from_yaml_and_flags(tmp_path):
     assert config.learning_rate == 3e-4 and config.use_ema and config.max_steps == 7
     assert config.validation_deltas == ["AU12=1"] and config.au_dropout == 0.1  # paper default kept
     (tmp_path / "bad.yaml").write_text("learnin_rate: 1\n")
-    with pytest.raises(ConfigError, match="learnin_rate"):
+    with pytest.raises(SettingsError, match="learnin_rate"):
         load_config(["--config", str(tmp_path / "bad.yaml"), "--data", "d"])
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from magicface_core.errors import ConfigError, DataError, OutputExistsError
+from magicface_core.errors import SettingsError, DataError, OutputPathError
 from magicface_core.training import loop
 from magicface_core.training.config import TrainConfig, load_config
 from tests.test_training import fresh_accelerate_state, losses, make_dataset, sd15, tiny_config  # noqa: F401
@@ -41,22 +41,22 @@ def test_yaml_numbers_booleans_and_enums_in_any_spelling(tmp_path):
 ])
 def test_bad_settings_are_named_before_anything_loads(tmp_path, yaml_text, message):
     (tmp_path / "c.yaml").write_text(yaml_text)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SettingsError) as error:
         load_config(["--config", str(tmp_path / "c.yaml"), "--data", "d"])
     assert message in str(error.value)
 
 
 def test_every_bad_setting_is_reported_at_once():
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SettingsError) as error:
         TrainConfig(data="d", learning_rate="1e-5x", save_dtype="fp8", use_ema="perhaps")
     text = str(error.value)
     assert "learning_rate" in text and "save_dtype" in text and "use_ema" in text
 
 
 def test_bad_flags_are_config_errors_not_system_exit():
-    with pytest.raises(ConfigError, match="invalid choice: 'fp8'"):
+    with pytest.raises(SettingsError, match="invalid choice: 'fp8'"):
         load_config(["--data", "d", "--save-dtype", "fp8"])
-    with pytest.raises(ConfigError, match="unknown arguments: --learnin-rate"):
+    with pytest.raises(SettingsError, match="unknown arguments: --learnin-rate"):
         load_config(["--data", "d", "--learnin-rate", "1"])
 
 
@@ -79,7 +79,7 @@ def test_missing_or_empty_data_is_reported_before_sd15_loads(tmp_path, no_model_
     if case == "empty":
         make_dataset(data, clips=1, frames_per_clip=1)  # an index with no pairs
     config = TrainConfig(data=str(data) if case != "missing" else "", output_dir=str(tmp_path / "out"))
-    with pytest.raises((ConfigError, DataError)) as error:
+    with pytest.raises((SettingsError, DataError)) as error:
         loop.train(config)
     expected = {"missing": "--data is required", "empty": "has no training pairs",
                 "no index": "holds no prepared training set"}[case]
@@ -116,7 +116,7 @@ def test_a_crash_while_checkpointing_is_cleaned_up_and_the_run_resumes(tmp_path,
 
     # Training into the folder again without saying what to do with the run there: refused, nothing touched.
     before = _snapshot(output)
-    with pytest.raises(OutputExistsError, match="--resume latest .* or --overwrite"):
+    with pytest.raises(OutputPathError, match="--resume latest .* or --overwrite"):
         loop.train(tiny_config(data, sd15, output, max_steps=4))
     assert _snapshot(output) == before
 

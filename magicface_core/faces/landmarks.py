@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError, NoFaceError
+from ..settings import check_face_index
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def largest_first(boxes: list[FaceBox]) -> list[FaceBox]:
 
 def pick_face(boxes: list[FaceBox], index: int, image_shape: tuple[int, ...]) -> FaceBox:
     """The ``index``-th largest face, with errors that say what was found."""
+    index = check_face_index(index)
     height, width = image_shape[:2]
     if not boxes:
         raise NoFaceError(

@@ -15,7 +15,9 @@ import torch
 
 from .. import assets
 from ..au import AUVector
-from ..errors import MagicFaceError
+from ..errors import ImageInputError, SettingsError
+from ..imaging import check_image_size
+from ..settings import check_face_index
 from .condition import person_mask, render_condition
 from .crop import CropTransform, crop_face
 from .landmarks import FaceBox, pick_face
@@ -28,7 +30,7 @@ class FaceToolkit:
                  parser: str = "bisenet", progress: assets.Progress | None = None,
                  search: tuple[str | os.PathLike, ...] = ()):
         if parser not in PARSERS:
-            raise MagicFaceError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
+            raise SettingsError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
         self.root = Path(weights_root)
         self.device = torch.device(device)
         self.parser_name = parser
@@ -62,18 +64,22 @@ class FaceToolkit:
 
     # --- what callers use -----------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[FaceBox]:
+        check_image_size(image.shape[1], image.shape[0])
         return self._alignment.detect(image)
 
     def face(self, image: np.ndarray, face_index: int = 0) -> FaceBox:
+        check_face_index(face_index)  # before the detector loads
         return pick_face(self.detect(image), face_index, image.shape)
 
     def crop(self, image: np.ndarray, face_index: int = 0) -> tuple[np.ndarray, CropTransform]:
         return crop_face(image, self.face(image, face_index))
 
     def landmarks(self, image: np.ndarray, face_index: int = 0) -> np.ndarray:
-        return self._alignment.landmarks(image, self.face(image, face_index))
+        box = self.face(image, face_index)  # checks the image and the index before the networks load
+        return self._alignment.landmarks(image, box)
 
     def parse(self, image: np.ndarray) -> np.ndarray:
+        check_image_size(image.shape[1], image.shape[0])
         return self._parser.parse(image)
 
     def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +92,10 @@ class FaceToolkit:
     def estimate_aus(self, images: list[np.ndarray], face_index: int = 0,
                      landmarks: list[np.ndarray] | None = None) -> AUVector:
         """AU intensities (0..5) of the chosen face in each image (``landmarks`` if already known)."""
+        if len(images) == 0:
+            raise ImageInputError("no images to estimate AUs on: the batch is empty")
+        for image in images:
+            check_image_size(image.shape[1], image.shape[0])
         if landmarks is None:
             landmarks = [self.landmarks(image, face_index) for image in images]
         return self._au_estimator.estimate(list(zip(images, landmarks)))

@@ -28,6 +28,7 @@ import torch
 
 from ..au import NUM_AUS
 from ..errors import CheckpointError
+from ..files import atomic_path
 
 DENOISER = "denoising_unet"
 ID_ENCODER = "ID_enc"
@@ -214,8 +215,8 @@ def write_single_file(path: str | os.PathLike, parts: Mapping[str, UNetCheckpoin
         metadata[f"{part}_config"] = json.dumps(ckpt.config)
         for key, value in ckpt.state_dict.items():
             tensors[f"{part}.{key}"] = value.detach().contiguous().cpu()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def write_published_layout(root: str | os.PathLike, parts: Mapping[str, UNetCheckpoint]) -> None:
@@ -224,9 +225,11 @@ def write_published_layout(root: str | os.PathLike, parts: Mapping[str, UNetChec
     for part in PART_NAMES:
         folder = Path(root) / part
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(parts[part].config, indent=2, sort_keys=True))
         tensors = {k: v.detach().contiguous().cpu() for k, v in parts[part].state_dict.items()}
-        save_file(tensors, str(folder / WEIGHT_FILE_NAMES[0]), metadata={"format": "pt"})
+        with atomic_path(folder / WEIGHT_FILE_NAMES[0]) as temporary:
+            save_file(tensors, str(temporary), metadata={"format": "pt"})
+        with atomic_path(folder / "config.json") as temporary:
+            temporary.write_text(json.dumps(parts[part].config, indent=2, sort_keys=True))
 
 
 # --- building models -----------------------------------------------------------------------
@@ -245,6 +248,7 @@ def build_unet(part: str, ckpt: UNetCheckpoint, dtype: torch.dtype = torch.float
     except Exception as exc:
         raise CheckpointError(f"{ckpt.source}: the config does not describe a UNet2DConditionModel ({exc})") from exc
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    check_finite(state, part, ckpt.source, ckpt.state_dict)
     load_strict(model, state, ckpt.source, f"a MagicFace {part} matching its config",
                 key_name=lambda k: _published_name(part, k), assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
@@ -283,6 +287,32 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
         )
     model.load_state_dict(state, strict=not optional, assign=assign)
     return model
+
+
+def check_finite(state: Mapping[str, torch.Tensor], part: str, source: str,
+                 original: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Refuse weights holding NaN or infinity (on the load device, where the check is fast): they
+    would only show up as a black image after a whole edit."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point() or _all_finite(tensor):
+            continue
+        name = _published_name(part, key)
+        stored = (original or {}).get(name)
+        if stored is not None and stored.dtype != tensor.dtype and _all_finite(stored):
+            raise CheckpointError(
+                f"{source}: the weight {name} overflows {str(tensor.dtype).replace('torch.', '')} "
+                f"(it is finite in {str(stored.dtype).replace('torch.', '')}); load it in fp32 or bf16"
+            )
+        raise CheckpointError(
+            f"{source}: the weight {name} holds NaN or infinite values. The file is damaged; "
+            "download it again (or retrain: the run that wrote it diverged)."
+        )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    # A sum is NaN/inf whenever an element is, and ~30x faster than isfinite().all() on a CPU;
+    # only a sum that overflows needs the exact check.
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
 def _published_name(part: str, key: str) -> str:

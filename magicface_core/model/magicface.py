@@ -16,10 +16,11 @@ import torch
 
 from . import checkpoint
 from .. import devices
-from ..au import RECOMMENDED_DELTA_LIMIT, AUVector
-from ..errors import ImageInputError
+from ..au import AUVector
+from ..errors import ImageInputError, NonFiniteError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
 from .schedulers import make_scheduler
+from ..settings import check_au_delta, check_guidance, check_seed, check_steps
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ LATENT_SCALE = 0.18215  # SD 1.5's VAE scaling factor
 ID_ENCODER_TIMESTEP = 0  # the ID encoder sees the clean identity latent
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+# Latents are checked for NaN/inf every this many steps and after the last (0: only after the
+# last): one reduction and one device sync per check, nothing next to a UNet step.
+NONFINITE_CHECK_EVERY = 10
 
 
 class MagicFace:
@@ -147,6 +151,7 @@ class MagicFace:
     def encode_identity(self, id_latents: torch.Tensor, text_embeds: torch.Tensor) -> IdentityFeatures:
         """Run the ID encoder once on unscaled identity latents ``[B,4,h,w]``; text ``[B,77,D]``."""
         _check_latents("id_latents", id_latents)
+        _check_text(text_embeds, self.id_encoder.config.cross_attention_dim)
         batch = _batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
         device, dtype = self.device, self.dtype
         sample = _expand(id_latents, batch).to(device, dtype)
@@ -179,10 +184,12 @@ class MagicFace:
         ``per_item_noise`` (so a batch of AU variants differs only by the AUs).
         ``callback(step, total, latents)`` runs after every step; raising from it stops sampling.
         """
-        if steps < 1:
-            raise ValueError("steps must be at least 1")
+        steps, guidance, seed = check_steps(steps, sampler), check_guidance(guidance), check_seed(seed)
+        if not isinstance(features, IdentityFeatures):
+            raise ImageInputError(f"features must be the IdentityFeatures from encode_identity, got {type(features).__name__}")
         _check_latents("cond_latents", cond_latents)
-        au = AUVector.coerce(au_delta).to_tensor()
+        _check_text(text_embeds, self.denoiser.config.cross_attention_dim)
+        au = check_au_delta(au_delta).to_tensor()
         sizes = {
             "AU vectors": au.shape[0], "cond_latents": cond_latents.shape[0],
             "text_embeds": text_embeds.shape[0], "identity features": features.batch_size,
@@ -206,8 +213,6 @@ class MagicFace:
         cond = _expand(cond_latents, batch).to(device, dtype)
         text = _expand(text_embeds, batch).to(device, dtype)
         au = _expand(au, batch).to(device, dtype)
-        if au.abs().max() > RECOMMENDED_DELTA_LIMIT:
-            logger.warning("AU variations beyond +-%g tend to distort the face", RECOMMENDED_DELTA_LIMIT)
         guided = guidance != 1.0
         if guided:  # rows [AU, zero AU]: the zero-AU branch is the unconditional one
             cond, text = torch.cat([cond, cond]), torch.cat([text, text])
@@ -231,9 +236,26 @@ class MagicFace:
                     eps_au, eps_zero = eps.chunk(2)
                     eps = eps_zero + guidance * (eps_au - eps_zero)
                 latents = scheduler.step(eps, t, latents).prev_sample
+                done = i + 1
+                if done == len(timesteps) or (NONFINITE_CHECK_EVERY and done % NONFINITE_CHECK_EVERY == 0):
+                    _check_finite(latents, done, len(timesteps), dtype, guidance, au)
                 if callback is not None:
-                    callback(i + 1, len(timesteps), latents)
+                    callback(done, len(timesteps), latents)
         return latents / LATENT_SCALE
+
+
+def _check_finite(latents: torch.Tensor, step: int, steps: int, dtype: torch.dtype, guidance: float,
+                  au: torch.Tensor) -> None:
+    if bool(torch.isfinite(latents).all()):
+        return
+    precision = str(dtype).replace("torch.", "")
+    raise NonFiniteError(
+        f"sampling produced NaN or infinite latents (seen at step {step} of {steps}); nothing was saved. "
+        f"Likely causes: an overflow in {precision}"
+        + (" (try bf16 or fp32)" if dtype == torch.float16 else "")
+        + f"; the guidance ({guidance:g}; 1.5-3.5 works best); AU variations as large as {float(au.abs().max()):g} "
+        "(keep them within +-10); or damaged weights (download them again)."
+    )
 
 
 def _draw_noise(shape: tuple[int, ...], seed: int | None, per_item: bool) -> torch.Tensor:
@@ -244,6 +266,15 @@ def _draw_noise(shape: tuple[int, ...], seed: int | None, per_item: bool) -> tor
         generator.manual_seed(int(seed) % (2**64))
     draw_shape = shape if per_item else (1, *shape[1:])
     return torch.randn(draw_shape, generator=generator, dtype=torch.float32)
+
+
+def _check_text(text_embeds: torch.Tensor, width: int) -> None:
+    if not isinstance(text_embeds, torch.Tensor) or text_embeds.ndim != 3 or text_embeds.shape[-1] != width:
+        shape = tuple(text_embeds.shape) if isinstance(text_embeds, torch.Tensor) else type(text_embeds).__name__
+        raise ImageInputError(
+            f"text_embeds must be [B, 77, {width}] CLIP hidden states (Stable Diffusion 1.5's text encoder, "
+            f"prompt \"A close up of a person.\"), got {shape}"
+        )
 
 
 def _check_latents(name: str, latents: torch.Tensor) -> None:

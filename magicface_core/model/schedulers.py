@@ -39,6 +39,19 @@ SAMPLERS: dict[str, tuple[str, dict, str]] = {
 
 SAMPLER_NAMES = tuple(SAMPLERS)
 
+# The most steps each sampler survives with SD 1.5's 1000 training timesteps, measured with
+# benchmarks/sampler_step_limits.py: from 1000 steps uni_pc and dpmpp_2m return NaN latents and
+# ddim indexes past its table; dpmpp_2m_karras fails from 1360. Where nothing breaks, 1000 is the
+# cap: more steps than training timesteps add time, not quality (the authors use 50).
+MAX_STEPS: dict[str, int] = {
+    "uni_pc": 999,
+    "ddim": 999,
+    "euler": 1000,
+    "euler_karras": 1000,
+    "dpmpp_2m": 999,
+    "dpmpp_2m_karras": 1000,
+}
+
 
 def make_scheduler(name: str):
     """A fresh scheduler for ``name`` (schedulers keep per-run state, so one per sampling run)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsNotFoundError
+from ..errors import NonFiniteError, WeightsNotFoundError
 
 MAGICFACE_PROMPT = "A close up of a person."
 
@@ -112,4 +112,11 @@ def vae_decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Images ``[B,3,H,W]`` in 0..1 (fp32) from unscaled latents."""
     param = next(vae.parameters())
     images = vae.decode(latents.to(param.device, param.dtype)).sample
+    if not bool(torch.isfinite(images).all()):
+        raise NonFiniteError(
+            "the VAE decoded NaN or infinite pixels; nothing was saved. "
+            + ("SD 1.5's VAE overflows in float16: load it in bf16 or fp32 (--dtype). " if param.dtype == torch.float16 else "")
+            + ("The latents were finite, so the VAE weights may be damaged." if bool(torch.isfinite(latents).all())
+               else "The latents already held NaN or infinity.")
+        )
     return (images.float() / 2 + 0.5).clamp(0, 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
-from ..errors import AUInputError, ConfigError
+from ..errors import AUInputError, SettingsError
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
@@ -83,7 +83,7 @@ class TrainConfig:
         if not problems:
             problems = self._check_ranges()
         if problems:
-            raise ConfigError("invalid training settings:\n  " + "\n  ".join(problems))
+            raise SettingsError("invalid training settings:\n  " + "\n  ".join(problems))
 
     def _check_ranges(self) -> list[str]:
         problems = []
@@ -183,7 +183,7 @@ def build_parser():
 
     class Parser(HfArgumentParser):
         def error(self, message):  # a user error, not argparse's SystemExit
-            raise ConfigError(f"{self.prog}: {message}")
+            raise SettingsError(f"{self.prog}: {message}")
 
     parser = Parser(TrainConfig, prog="python -m magicface_core.train",
                     description="Train MagicFace's ID encoder and denoising UNet jointly (also under torchrun or "
@@ -198,7 +198,7 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML file, then the command line; the result checked as a whole."""
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
-        raise ConfigError(f"unknown arguments: {' '.join(unknown)} (see --help)")
+        raise SettingsError(f"unknown arguments: {' '.join(unknown)} (see --help)")
     values = {}
     if args.config is not None:
         import yaml
@@ -206,13 +206,13 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
         try:
             loaded = yaml.safe_load(Path(args.config).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read {args.config}: {exc}") from exc
+            raise SettingsError(f"cannot read {args.config}: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config}: expected settings as `name: value` lines")
+            raise SettingsError(f"{args.config}: expected settings as `name: value` lines")
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         stray = sorted(set(loaded) - known)
         if stray:
-            raise ConfigError(f"{args.config}: unknown settings {', '.join(stray)}")
+            raise SettingsError(f"{args.config}: unknown settings {', '.join(stray)}")
         values.update(loaded)
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not _UNSET})
     return TrainConfig(**values)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..errors import ConfigError, DataError, MissingDependencyError, OutputExistsError
+from ..errors import SettingsError, DataError, MissingDependencyError, OutputPathError
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
@@ -102,7 +102,7 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
     """Everything about the data, the output folder and the process count that can be checked
     without loading a model; returns the number of training pairs."""
     if not config.data:
-        raise ConfigError("--data is required: the folder written by `python -m magicface_core prepare`")
+        raise SettingsError("--data is required: the folder written by `python -m magicface_core prepare`")
     index = Path(config.data) / INDEX_FILE
     if not index.is_file():
         raise DataError(f"{config.data} holds no prepared training set ({INDEX_FILE} not found): "
@@ -115,15 +115,15 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
         raise DataError(f"{config.data} has no training pairs; prepare more clips or lower --min-gap")
     needed = config.batch_size * processes
     if len(pairs) < needed:
-        raise ConfigError(
+        raise SettingsError(
             f"{len(pairs)} training pairs cannot fill one step of {processes} process(es) x batch size "
             f"{config.batch_size} = {needed} samples; lower --batch-size, use fewer processes or prepare more data"
         )
     output = config.output
     if config.resume and config.resume != "latest" and not Path(config.resume).is_dir():
-        raise ConfigError(f"--resume {config.resume}: no such checkpoint folder (or use --resume latest)")
+        raise SettingsError(f"--resume {config.resume}: no such checkpoint folder (or use --resume latest)")
     if holds_run(output) and not config.resume and not config.overwrite:
-        raise OutputExistsError(
+        raise OutputPathError(
             f"{output} already holds a training run; pass --resume latest to continue it, or --overwrite to "
             "start over (which deletes its checkpoints, log and exported weights)"
         )

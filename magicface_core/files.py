@@ -1,0 +1,65 @@
+"""Writing outputs without losing anything a user owns.
+
+An output never replaces one of the inputs, replaces an existing file only when asked
+(``--overwrite``), and appears all at once: it is written under a temporary name in the same
+folder and renamed into place, so a crash leaves the old file (or nothing), never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import OutputPathError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = (),
+                  overwrite: bool = False, option: str = "--out") -> list[Path]:
+    """Refuse outputs that are one of ``inputs`` (always) or exist already (unless ``overwrite``)."""
+    inputs = [Path(p) for p in inputs if p is not None]
+    checked = []
+    for output in outputs:
+        output = Path(output)
+        for source in inputs:
+            if _same(output, source):
+                raise OutputPathError(
+                    f"the output {output} is the input {source}: writing it would replace your file. "
+                    f"Choose another {option}."
+                )
+        if output.is_dir() and output.suffix:  # e.g. a folder named edited.png
+            raise OutputPathError(f"{output} is a folder; give a file name for {option}")
+        if output.exists() and not overwrite:
+            raise OutputPathError(f"{output} already exists; choose another {option}, or pass --overwrite to replace it")
+        checked.append(output)
+    return checked
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds.
+
+    On any error the temporary file is removed and ``path`` is left as it was. Without
+    ``overwrite`` an existing ``path`` (e.g. made by another process meanwhile) is not replaced.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+    try:
+        yield temporary
+        if not overwrite and path.exists():
+            raise OutputPathError(f"{path} already exists; pass --overwrite to replace it")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,108 @@
+"""Every edit setting checked in one place, before any model loads or any download starts.
+
+The CLI, the Python API (:class:`EditSettings`, :meth:`MagicFace.sample`, ``edit_photo``) and
+the ComfyUI nodes all call these, so a bad value gets the same message everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from dataclasses import dataclass
+
+
+from .au import AU_DELTA_HARD_LIMIT, RECOMMENDED_DELTA_LIMIT, AUVector
+from .errors import AUInputError, SettingsError
+from .model.schedulers import MAX_STEPS, SAMPLER_NAMES
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**64 - 1  # what ComfyUI's seed widgets allow; torch generators take 64 bits
+# Guidance: the paper finds 1.5-3.5 best and colours shift from 4.5; past 10 images break down,
+# and past the hard ceiling the sampler only overflows.
+GUIDANCE_WARN = 10.0
+GUIDANCE_LIMIT = 100.0
+
+
+def check_sampler(sampler: object) -> str:
+    if sampler not in SAMPLER_NAMES:
+        raise SettingsError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLER_NAMES)}")
+    return sampler  # type: ignore[return-value]
+
+
+def check_steps(steps: object, sampler: str = "uni_pc") -> int:
+    """A whole number of steps from 1 to what ``sampler`` survives (:data:`schedulers.MAX_STEPS`)."""
+    limit = MAX_STEPS[check_sampler(sampler)]
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise SettingsError(f"steps must be a whole number from 1 to {limit}, got {steps!r}")
+    if not 1 <= steps <= limit:
+        raise SettingsError(
+            f"steps must be from 1 to {limit} with the {sampler} sampler, got {steps} "
+            f"(the authors use 50; past {limit} steps this sampler gives NaN, fails, or only adds time)"
+        )
+    return int(steps)
+
+
+def check_guidance(guidance: object) -> float:
+    """A finite guidance scale within +-:data:`GUIDANCE_LIMIT`; a warning past +-:data:`GUIDANCE_WARN`."""
+    try:
+        value = float(guidance)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingsError(f"guidance must be a number, got {guidance!r}") from None
+    if not math.isfinite(value) or abs(value) > GUIDANCE_LIMIT:
+        raise SettingsError(
+            f"guidance must be a finite number within +-{GUIDANCE_LIMIT:g}, got {guidance!r} "
+            "(the paper finds 1.5-3.5 best; 3.0 is the default)"
+        )
+    if abs(value) > GUIDANCE_WARN:
+        logger.warning("guidance %g is far beyond the useful range (1.5-3.5): expect a broken image", value)
+    return value
+
+
+def check_seed(seed: object) -> int | None:
+    """``None`` (a random seed) or a whole number from 0 to 2**64 - 1."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise SettingsError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def check_face_index(face_index: object) -> int:
+    """0 is the largest face, 1 the next... (a negative index would silently pick the smallest)."""
+    if isinstance(face_index, bool) or not isinstance(face_index, numbers.Integral) or face_index < 0:
+        raise SettingsError(f"the face index must be 0 (the largest face) or more, got {face_index!r}")
+    return int(face_index)
+
+
+def check_au_delta(au_delta: object) -> AUVector:
+    """AU variations as an :class:`AUVector`, finite and within +-:data:`AU_DELTA_HARD_LIMIT`.
+
+    Takes an AUVector, ``{"AU12": 3}``, ``"AU12=3, AU6=2"``, 12 numbers or a ``[B, 12]`` array.
+    """
+    au_delta = AUVector.coerce(au_delta)
+    largest = au_delta.max_abs()
+    if largest > AU_DELTA_HARD_LIMIT:
+        raise AUInputError(
+            f"an AU variation of {largest:g} is far outside what MagicFace can follow: keep AU values within "
+            f"+-{RECOMMENDED_DELTA_LIMIT:g} (the hard limit is +-{AU_DELTA_HARD_LIMIT:g})"
+        )
+    if largest > RECOMMENDED_DELTA_LIMIT:
+        logger.warning("AU variations beyond +-%g tend to distort the face", RECOMMENDED_DELTA_LIMIT)
+    return au_delta
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """The sampling settings of an edit, checked when made."""
+
+    steps: int = 50
+    guidance: float = 3.0
+    seed: int | None = 0
+    sampler: str = "uni_pc"
+
+    def __post_init__(self):
+        check_steps(self.steps, self.sampler)
+        object.__setattr__(self, "guidance", check_guidance(self.guidance))
+        check_seed(self.seed)
