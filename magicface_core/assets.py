@@ -172,6 +172,41 @@ LIBREFACE_AU = WeightFile(
 )
 ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU)
 
+# --- The 3DMM jaw (issue 9): D3DFR and the Basel Face Model, as the authors publish them. -----------
+# Their condition script reads them from checkpoints/third_party/, and the repo also has a
+# third_party_files/ folder: hf_path=None means "find the file by name in the repo's file list".
+D3DFR = WeightFile(
+    "d3dfr", "d3dfr_res50_nofc.pth", f"https://huggingface.co/{MAGICFACE_REPO}/tree/main", 96,
+    "D3DFR 3DMM regressor (ResNet-50), as published by the MagicFace authors; research use",
+    hf_repo=MAGICFACE_REPO,
+)
+BFM = WeightFile(
+    "d3dfr", "BFM_model_front.mat", f"https://huggingface.co/{MAGICFACE_REPO}/tree/main", 127,
+    "Basel Face Model 2009 (front part); University of Basel licence, non-commercial research only",
+    hf_repo=MAGICFACE_REPO,
+)
+ALL_FILES = ALL_FILES + (D3DFR, BFM)
+
+
+def hub_path(spec: WeightFile) -> str:
+    """The file's path in its hub repo: ``hf_path``, or the one file of that name in the repo's file list."""
+    if spec.hf_path is not None:
+        return spec.hf_path
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi().list_repo_files(spec.hf_repo)
+    except Exception as exc:  # offline, DNS, HTTP errors: the same advice
+        raise WeightsNotFoundError(
+            f"{spec.filename} is needed but not on this machine, and the file list of {spec.hf_repo} could not be "
+            f"read ({type(exc).__name__}: {exc}). Download it from {spec.url} (about {spec.approx_mb} MB; in "
+            f"checkpoints/third_party/ or third_party_files/) and save it under {spec.backend}/ in the weights folder."
+        ) from exc
+    matches = sorted(p for p in files if p.rsplit("/", 1)[-1] == spec.filename)
+    if not matches:
+        raise WeightsNotFoundError(f"https://huggingface.co/{spec.hf_repo} has no file named {spec.filename}")
+    return matches[0]
+
 
 def offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("MAGICFACE_OFFLINE", "HF_HUB_OFFLINE"))
@@ -239,15 +274,16 @@ def _source_url(spec: WeightFile) -> str:
         return spec.url
     from huggingface_hub import hf_hub_url  # honours HF_ENDPOINT mirrors
 
-    return hf_hub_url(spec.hf_repo, spec.hf_path)
+    return hf_hub_url(spec.hf_repo, hub_path(spec))
 
 
 def _hub_sha256(spec: WeightFile) -> str:
     from huggingface_hub import HfApi
 
-    info = HfApi().get_paths_info(spec.hf_repo, [spec.hf_path])[0]
+    path = hub_path(spec)
+    info = HfApi().get_paths_info(spec.hf_repo, [path])[0]
     if getattr(info, "lfs", None) is None:
-        raise WeightsNotFoundError(f"the hub does not report a sha256 for {spec.hf_repo}/{spec.hf_path}")
+        raise WeightsNotFoundError(f"the hub does not report a sha256 for {spec.hf_repo}/{path}")
     return info.lfs.sha256
 
 
