@@ -258,6 +258,9 @@ def write_face_weights(root: Path, seed: int = 0) -> Path:
         path = spec.path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(content, path)
+    weights.D3DFR.path(root).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(d3dfr_state(seed), weights.D3DFR.path(root))
+    write_bfm_mat(weights.BFM.path(root), seed=seed)
     return Path(root)
 
 
