@@ -30,6 +30,12 @@ def _add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-weights", type=Path, default=None,
                         help="folder for the face detection/parsing/AU weights (default: the magicface cache)")
     parser.add_argument("--parser", default="bisenet", choices=["bisenet", "facer"], help="face parsing backend")
+    parser.add_argument("--detector", default="face_alignment", choices=["face_alignment", "dlib"],
+                        help="face detection + 68 landmarks: face_alignment (S3FD + 2D-FAN, downloaded) or dlib "
+                             "(shipped with face_recognition_models; its 68-point model is for non-commercial use)")
+    parser.add_argument("--jaw", default="3dmm", choices=["3dmm", "2d"],
+                        help="jaw line of the condition image: 3dmm (the authors' expression-free 3D fit; downloads "
+                             "d3dfr_res50_nofc.pth and BFM_model_front.mat) or 2d (the landmark model's own jaw)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +98,8 @@ def _face_toolkit(args):
     from .assets import cache_dir
 
     device = torch.device(args.device) if args.device else devices.default_device()
-    return FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device, args.parser)
+    return FaceToolkit(args.face_weights or cache_dir() / "preprocessing", device, args.parser,
+                       detector=args.detector, jaw=args.jaw)
 
 
 def run_edit(args) -> list[Path]:

@@ -161,3 +161,24 @@ def test_id_metric_with_real_face_embeddings():
     degraded = np.asarray(Image.open(buffer).convert("RGB"))
     assert id_distance(embeddings["00512"], embed(degraded)) < 0.3
     assert embed(np.full((256, 256, 3), 128, np.uint8)) is None
+
+
+def test_cli_and_nodes_expose_the_detector_and_jaw(weights, tmp_path, pack):
+    from magicface_core import cli
+
+    out = tmp_path / "condition.png"
+    argv = ["condition", "--image", str(OFFICIAL / "00381.png"), "--out", str(out), "--detector", "dlib",
+            "--jaw", "2d", "--face-weights", str(weights), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    portrait = _portrait("00381")
+    faces = FaceToolkit(weights, "cpu", detector="dlib", jaw="2d")
+    expected, _ = faces.condition(portrait)
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
+    defaults = cli.build_parser().parse_args(["condition", "--image", "a.png", "--out", "b.png"])
+    assert (defaults.detector, defaults.jaw) == ("face_alignment", "3dmm")
+
+    nodes = pack.NODE_CLASS_MAPPINGS
+    crop_inputs = nodes["MagicFaceFaceCrop"].INPUT_TYPES()
+    assert crop_inputs["optional"]["detector"][0] == ["face_alignment", "dlib"]
+    condition_inputs = nodes["MagicFaceFaceParseContour"].INPUT_TYPES()["optional"]
+    assert condition_inputs["jaw"][0] == ["3dmm", "2d"] and condition_inputs["jaw"][1]["default"] == "3dmm"
