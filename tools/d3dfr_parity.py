@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from magicface_core.faces.d3dfr import D3DFRLandmarks, five_points_from_68  # noqa: E402
+from magicface_core.faces.d3dfr import D3DFRLandmarks, five_points_from_68, warp  # noqa: E402
 from magicface_core.faces.dlib_backend import DlibBackend  # noqa: E402
 from tests.factories import d3dfr_state, write_bfm_mat  # noqa: E402
 
@@ -126,8 +126,6 @@ def main(argv=None) -> int:
                 reference = points256 @ cv2.invertAffineTransform(matrix)[:, :2].T + cv2.invertAffineTransform(matrix)[:, 2]
 
                 our_coefficients, our_matrix = ours.coefficients(image, five)
-                from magicface_core.faces.d3dfr import warp
-
                 our_crop = warp(image, our_matrix)
                 points = ours.landmarks68(image, five)
                 error = np.hypot(*(points - reference).T).max()
