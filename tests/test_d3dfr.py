@@ -131,6 +131,9 @@ def test_bad_inputs_get_clear_errors(files, fit, tmp_path):
     image = _portrait()
     with pytest.raises(ImageInputError, match="five_points lie outside the 512x512 image"):
         fit.landmarks68(image, FIXTURE["five_points"] + [300, 0])
+    cut = FIXTURE["five_points"].copy()
+    cut[3] = (-20, 520)  # a mouth corner just past the border of a face cut by it: still fitted
+    assert np.isfinite(fit.landmarks68(image, cut)).all()
     with pytest.raises(ImageInputError, match="5 finite"):
         fit.landmarks68(image, FIXTURE["five_points"][:4])
     with pytest.raises(ImageInputError, match="uint8"):

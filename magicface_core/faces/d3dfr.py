@@ -60,6 +60,7 @@ EXPRESSION = slice(80, 144)
 ANGLES = slice(224, 227)
 TRANSLATION = slice(254, 257)
 BFM_KEYS = ("meanshape", "idBase", "exBase", "keypoints")
+OUTSIDE_MARGIN = 0.1  # five points may lie this fraction of the image size outside it
 
 
 class D3DFRNet(nn.Module):
@@ -229,9 +230,14 @@ class D3DFRLandmarks:
         if points.shape != (5, 2) or not np.isfinite(points).all():
             raise ImageInputError(f"five_points must be 5 finite (x, y) rows, got shape {points.shape}")
         height, width = image.shape[:2]
-        if (points < 0).any() or (points[:, 0] > width - 1).any() or (points[:, 1] > height - 1).any():
+        # A face cut by the border may put a point just outside; farther out, the points are not this image's.
+        margin = OUTSIDE_MARGIN * max(width, height)
+        if ((points < -margin).any() or (points[:, 0] > width - 1 + margin).any()
+                or (points[:, 1] > height - 1 + margin).any()):
             raise ImageInputError(
-                f"five_points lie outside the {width}x{height} image: {np.round(points, 1).tolist()}")
+                f"five_points lie outside the {width}x{height} image: {np.round(points, 1).tolist()} "
+                "(pixel coordinates of this image, in the order left eye, right eye, nose tip, left and right "
+                "mouth corner)")
         matrix = similarity_to_template(points)
         crop = warp(image, matrix)
         param = next(self.network.parameters())
