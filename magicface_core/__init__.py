@@ -17,6 +17,7 @@ from .errors import (
     SettingsError,
     WeightsNotFoundError,
 )
+from .faces.d3dfr import D3DFRLandmarks
 from .model.identity_attention import IdentityFeatures
 from .model.magicface import LATENT_SCALE, MagicFace
 from .model.schedulers import SAMPLER_NAMES
@@ -25,7 +26,7 @@ __all__ = [
     "AU_ACTIONS", "AU_NAMES", "EMOTION_PRESETS", "AUVector", "emotion_preset",
     "AUInputError", "CheckpointError", "ImageInputError", "MagicFaceError", "MissingDependencyError",
     "NoFaceError", "NonFiniteError", "OutputPathError", "SettingsError", "WeightsNotFoundError",
-    "IdentityFeatures", "LATENT_SCALE", "MagicFace", "SAMPLER_NAMES",
+    "D3DFRLandmarks", "IdentityFeatures", "LATENT_SCALE", "MagicFace", "SAMPLER_NAMES",
 ]
 
 __version__ = "0.1.0"

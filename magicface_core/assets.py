@@ -148,7 +148,21 @@ LIBREFACE_AU = WeightFile(
     45, "LibreFace AU intensity (ResNet-18, DISFA); USC research license, non-commercial",
     git_blob_sha1="fd9be02c4c21332529041f68b63e17030b721eaa",
 )
-ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU)  # the preprocessing networks
+# The 3DMM jaw: D3DFR and the Basel Face Model, as the authors publish them. Their condition script
+# reads them from checkpoints/third_party/, and the repo also has a third_party_files/ folder:
+# hf_path=None means "find the file by name in the repo's file list" (see hub_path).
+_THIRD_PARTY = f"https://huggingface.co/{MAGICFACE_REPO} (in checkpoints/third_party/ or third_party_files/)"
+D3DFR = WeightFile(
+    "d3dfr", "d3dfr_res50_nofc.pth", _THIRD_PARTY, 96,
+    "D3DFR 3DMM regressor (ResNet-50), as published by the MagicFace authors; research use",
+    hf_repo=MAGICFACE_REPO, revision=MAGICFACE_REVISION,
+)
+BFM = WeightFile(
+    "d3dfr", "BFM_model_front.mat", _THIRD_PARTY, 127,
+    "Basel Face Model 2009 (front part); University of Basel licence, non-commercial research only",
+    hf_repo=MAGICFACE_REPO, revision=MAGICFACE_REVISION,
+)
+ALL_FILES = (BISENET, S3FD, FAN_2D, LIBREFACE_AU, D3DFR, BFM)  # the preprocessing networks
 ALL_FOLDERS = (MAGICFACE, SD15_WITH_UNET)
 
 
@@ -241,13 +255,26 @@ def _fetch(spec: WeightFile, tmp: Path, target: Path, progress: Progress | None)
         from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers
 
-        url = hf_hub_url(spec.hf_repo, spec.hf_path, revision=spec.revision)
+        url = hf_hub_url(spec.hf_repo, hub_path(spec), revision=spec.revision)
         headers = build_hf_headers(library_name="comfyui-magicface")
     logger.warning("Downloading %s (%s) from %s to %s", spec.hf_path or spec.filename, _size(spec.approx_mb),
                    url, target)
     partial = tmp / spec.filename
     _download(url, headers, partial, progress)
     return partial
+
+
+def hub_path(spec: WeightFile) -> str:
+    """The file's path in its hub repo: ``hf_path``, or the one file of that name in the repo's file list."""
+    if spec.hf_path is not None:
+        return spec.hf_path
+    from huggingface_hub import HfApi
+
+    files = HfApi().list_repo_files(spec.hf_repo, revision=spec.revision)
+    matches = sorted(p for p in files if p.rsplit("/", 1)[-1] == spec.filename)
+    if not matches:
+        raise WeightsNotFoundError(f"https://huggingface.co/{spec.hf_repo} has no file named {spec.filename}")
+    return matches[0]
 
 
 def verify(spec: WeightFile, path: Path) -> None:
@@ -283,13 +310,14 @@ def _hub_checksum(spec: WeightFile) -> tuple[str, str]:
     """What the hub says the file is: ``("sha256", digest)`` for LFS files, else ``("blob", git id)``."""
     from huggingface_hub import HfApi
 
-    info = HfApi().get_paths_info(spec.hf_repo, [spec.hf_path], revision=spec.revision)[0]
+    path = hub_path(spec)
+    info = HfApi().get_paths_info(spec.hf_repo, [path], revision=spec.revision)[0]
     lfs = getattr(info, "lfs", None)
     if lfs is not None:
         return "sha256", lfs.sha256
     if getattr(info, "blob_id", None):
         return "blob", info.blob_id
-    raise WeightsNotFoundError(f"the hub does not report a checksum for {spec.hf_repo}/{spec.hf_path}")
+    raise WeightsNotFoundError(f"the hub does not report a checksum for {spec.hf_repo}/{path}")
 
 
 def _download(url: str, headers: dict, destination: Path, progress: Progress | None) -> None:

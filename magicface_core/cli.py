@@ -39,6 +39,13 @@ def _add_device_args(parser: argparse.ArgumentParser, dtype: bool = True, faces:
         parser.add_argument("--face-weights", type=Path, default=None,
                             help="folder for the face detection/parsing/AU weights (default: the magicface cache)")
         parser.add_argument("--parser", default="bisenet", choices=["bisenet", "facer"], help="face parsing backend")
+        parser.add_argument("--detector", default="face_alignment", choices=["face_alignment", "dlib"],
+                            help="face detection + 68 landmarks: face_alignment (S3FD + 2D-FAN, downloaded) or dlib "
+                                 "(shipped with face_recognition_models; its 68-point model is for non-commercial use)")
+        parser.add_argument("--jaw", default="3dmm", choices=["3dmm", "2d"],
+                            help="jaw line of the condition image: 3dmm (the authors' expression-free 3D fit; "
+                                 "downloads d3dfr_res50_nofc.pth and BFM_model_front.mat) or 2d (the landmark "
+                                 "model's own jaw)")
 
 
 def _device_and_dtype(args):
@@ -124,7 +131,7 @@ def parse_au_delta(au_args: list[str], variants: list[str]) -> AUVector:
 def _face_toolkit(args):
     from .faces.toolkit import default_toolkit
 
-    return default_toolkit(_device_and_dtype(args)[0], args.parser, args.face_weights)
+    return default_toolkit(_device_and_dtype(args)[0], args.parser, args.face_weights, args.detector, args.jaw)
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

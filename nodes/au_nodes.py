@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError, AUVector, emotion_preset
+from .face_nodes import DETECTOR_INPUT
 from .host import face_toolkit
 from .images import to_arrays
 from .types import AU_DELTA, AU_VECTOR, CATEGORY
@@ -27,10 +28,10 @@ class MagicFaceAUEstimate:
         return {"required": {
             "image": ("IMAGE",),
             "face_index": ("INT", {"default": 0, "min": 0, "max": 32, "tooltip": "0 = the largest face"}),
-        }}
+        }, "optional": dict([DETECTOR_INPUT])}
 
-    def estimate(self, image, face_index: int):
-        aus = face_toolkit().estimate_aus(to_arrays(image, "the image"), face_index)
+    def estimate(self, image, face_index: int, detector: str = "face_alignment"):
+        aus = face_toolkit(detector=detector).estimate_aus(to_arrays(image, "the image"), face_index)
         return (aus, aus.table(title="AU intensities (0..5), one column per image"))
 
 

@@ -6,10 +6,21 @@ import numpy as np
 
 from ..magicface_core import ImageInputError
 from ..magicface_core.faces.crop import paste_back
-from ..magicface_core.faces.toolkit import PARSERS
+from ..magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS
 from .host import face_toolkit
 from .images import to_arrays, to_image, to_mask
 from .types import CATEGORY, MAGICFACE_CROP
+
+
+# Optional inputs with defaults, so workflows saved before they existed still load.
+DETECTOR_INPUT = ("detector", (list(DETECTORS), {
+    "default": "face_alignment",
+    "tooltip": "face_alignment: S3FD + 2D-FAN (downloaded); dlib: no download (face_recognition_models; "
+               "its 68-point model is for non-commercial use). The crop is framed from the landmarks either way."}))
+JAW_INPUT = ("jaw", (list(JAW_SOURCES), {
+    "default": "3dmm",
+    "tooltip": "3dmm: the authors' jaw line, from a 3D face fit with the expression removed (downloads "
+               "d3dfr_res50_nofc.pth and BFM_model_front.mat); 2d: the landmark model's own jaw line"}))
 
 
 class MagicFaceFaceCrop:
@@ -24,10 +35,10 @@ class MagicFaceFaceCrop:
         return {"required": {
             "image": ("IMAGE",),
             "face_index": ("INT", {"default": 0, "min": 0, "max": 32, "tooltip": "0 = the largest face"}),
-        }}
+        }, "optional": dict([DETECTOR_INPUT])}
 
-    def crop(self, image, face_index: int):
-        toolkit = face_toolkit()
+    def crop(self, image, face_index: int, detector: str = "face_alignment"):
+        toolkit = face_toolkit(detector=detector)
         crops, transforms = zip(*(toolkit.crop(photo, face_index) for photo in to_arrays(image, "the image")))
         return (to_image(list(crops)), tuple(transforms))
 
@@ -46,10 +57,10 @@ class MagicFaceFaceParseContour:
             "image": ("IMAGE", {"tooltip": "the 512x512 portrait (from Face Crop or an authors'-style crop)"}),
             "parser": (list(PARSERS), {"default": "bisenet",
                                        "tooltip": "bisenet: the authors' parser; facer: needs pyfacer + torchvision"}),
-        }}
+        }, "optional": dict([JAW_INPUT, DETECTOR_INPUT])}
 
-    def condition(self, image, parser: str):
-        toolkit = face_toolkit(parser)
+    def condition(self, image, parser: str, jaw: str = "3dmm", detector: str = "face_alignment"):
+        toolkit = face_toolkit(parser, detector, jaw)
         conditions, masks = zip(*(toolkit.condition(portrait) for portrait in to_arrays(image, "the portrait")))
         return (to_image(list(conditions)), to_mask(list(masks)))
 

@@ -148,11 +148,11 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
     return tuple(dirs)
 
 
-def face_toolkit(parser: str = "bisenet"):
+def face_toolkit(parser: str = "bisenet", detector: str = "face_alignment", jaw: str = "3dmm"):
     """The process-wide face networks, with weights under models/magicface and ComfyUI's progress bar."""
     from ..magicface_core.faces.toolkit import shared_toolkit
 
-    toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser)
+    toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser, detector, jaw)
     toolkit.search = preprocessing_search_dirs()
     toolkit.progress = download_progress()
     return toolkit

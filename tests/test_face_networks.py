@@ -52,6 +52,7 @@ def test_ffhq_alignment_follows_the_face():
     landmarks = np.zeros((68, 2))
     landmarks[36:42] = (200, 200)
     landmarks[42:48] = (300, 200)
+    landmarks[48:68] = (250, 320)  # the lips; their outermost points are the corners
     landmarks[48], landmarks[54] = (220, 320), (280, 320)
     quad = ffhq_quad(landmarks)
     assert quad[0, 0] < quad[2, 0] and quad[0, 1] < quad[2, 1]  # upright: top-left to bottom-right
@@ -65,7 +66,7 @@ def test_ffhq_alignment_follows_the_face():
 @pytest.fixture(scope="module")
 def toolkit(tmp_path_factory):
     root = write_face_weights(tmp_path_factory.mktemp("face-weights"))
-    return FaceToolkit(root, "cpu")
+    return FaceToolkit(root, "cpu", jaw="2d")  # random 2D-FAN points need not be a face; the 3dmm jaw: test_real_faces
 
 
 def _portrait():

@@ -8,8 +8,9 @@
 
 Writes ``per_edit.csv`` and ``summary.md`` / ``summary.json`` (means, beside the paper's Table I).
 AUs come from our LibreFace port, parsing from BiSeNet, landmarks from 2D-FAN, identity
-embeddings from the face_recognition package (dlib's 128-d embedding, as in the paper; install
-it separately, otherwise ID distance is left empty).
+embeddings from dlib's 128-d face descriptor, computed as the face_recognition package does
+(as in the paper) but by calling dlib directly with the model files of the
+face_recognition_models package (pip install dlib-bin face_recognition_models).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from . import metrics
 from ..au import AUVector
-from ..errors import MagicFaceError, MissingDependencyError, NoFaceError
+from ..errors import MagicFaceError, NoFaceError
 from ..imaging import as_portrait, load_image, resize, save_image
 
 logger = logging.getLogger(__name__)
@@ -46,18 +47,10 @@ class EvalTools:
 
 
 def face_recognition_embedder() -> Callable[[np.ndarray], np.ndarray | None]:
-    try:
-        import face_recognition
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the ID metric uses the face_recognition package (dlib), as the paper: pip install face_recognition"
-        ) from exc
+    """face_recognition's default ``face_encodings(image)[0]``, without that package (it needs pkg_resources)."""
+    from ..faces.dlib_backend import DlibFaceEncoder
 
-    def embed(image: np.ndarray) -> np.ndarray | None:
-        encodings = face_recognition.face_encodings(image)
-        return encodings[0] if encodings else None
-
-    return embed
+    return DlibFaceEncoder()
 
 
 def default_tools(toolkit, id_backend: str = "face_recognition") -> EvalTools:

@@ -2,7 +2,8 @@
 
 * AU MSE: measured AUs of the edit against the intended ones, ``clip(source + delta, 0, 5)``.
 * ID distance: L2 between face embeddings of the portrait and the edit (the paper uses the
-  face_recognition package's 128-d dlib embedding).
+  face_recognition package's 128-d dlib embedding; :class:`..faces.dlib_backend.DlibFaceEncoder`
+  computes it the same way).
 * Background RMSE: pixel RMSE (0..1 scale) outside the face region of either image.
 * Head-pose RMSE: RMSE of (yaw, pitch, roll), in radians, estimated from 68 landmarks.
 """

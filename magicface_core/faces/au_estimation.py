@@ -4,13 +4,13 @@ The ``libreface`` package pins torch 2.0, mediapipe and dlib, which would break 
 install, so its published weights load into the model defined here (same parameter names:
 a torchvision ResNet-18 trunk as ``encoder``, a small MLP as ``classifier``).
 
-Alignment differs from LibreFace's in where the landmarks come from: LibreFace aligns with
-MediaPipe's face mesh, we align with the 68 points of 2D-FAN, using the same FFHQ-style rule
-(eye centres and mouth corners give an oriented square, 512 px, then resized to 256 and
-centre-cropped to 224). Eye centres here average the 6 eye-contour points of the 68-point
-scheme instead of MediaPipe's 16, and out-of-image areas are filled black instead of with
-LibreFace's blurred padding. Expect small differences from LibreFace's numbers, larger for
-faces cut by the image border.
+Alignment follows LibreFace's ``image_align`` step for step (FFHQ-style oriented square from
+the eye centres and mouth corners, shrink for large faces, crop with a border, blurred padding
+where the square leaves the photo, bilinear quad warp to 512), then its test transform (resize
+256, centre crop 224, ImageNet normalisation). Only the landmarks differ: LibreFace takes them
+from MediaPipe's face mesh, we from any 68-point model. The same rule applies to them: eye
+centres are the means of the eye contours (6 points each instead of MediaPipe's 16), mouth
+corners the left- and right-most lip points.
 """
 
 from __future__ import annotations
@@ -58,13 +58,17 @@ def load_libreface(path: str | os.PathLike, device: torch.device | str = "cpu") 
     return model.to(device).eval()
 
 
+LIBREFACE_OUTPUT = 256  # image_align's output_size argument: it only sets the shrink factor
+
+
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
-    """The FFHQ alignment square (4 corners: top-left, bottom-left, bottom-right, top-right)."""
+    """The FFHQ alignment square (4 corners: top-left, bottom-left, bottom-right, top-right), LibreFace's rule."""
     lm = np.asarray(landmarks, dtype=np.float64)
     eye_left, eye_right = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
-    eye_avg = (eye_left + eye_right) / 2
+    eye_avg = (eye_left + eye_right) * 0.5
     eye_to_eye = eye_right - eye_left
-    mouth_avg = (lm[48] + lm[54]) / 2
+    lips = lm[48:68]
+    mouth_avg = (lips[np.argmin(lips[:, 0])] + lips[np.argmax(lips[:, 0])]) / 2.0
     eye_to_mouth = mouth_avg - eye_avg
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
     x /= np.hypot(*x)
@@ -75,12 +79,44 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """The face warped onto an upright ``size`` square, FFHQ-style."""
+    """The face warped onto an upright ``size`` square, as LibreFace's ``image_align`` does it."""
     from PIL import Image
+    from scipy.ndimage import gaussian_filter
 
     quad = ffhq_quad(landmarks)
-    warped = Image.fromarray(image).transform((size, size), Image.Transform.QUAD, (quad + 0.5).flatten(),
-                                              Image.Resampling.BILINEAR)
+    qsize = np.hypot(*(quad[3] - quad[0]))
+    img = Image.fromarray(np.asarray(image))
+    # Shrink large faces first, so the quad warp does not alias.
+    shrink = int(np.floor(qsize / LIBREFACE_OUTPUT * 0.5))
+    if shrink > 1:
+        img = img.resize((int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink))),
+                         Image.Resampling.LANCZOS)
+        quad, qsize = quad / shrink, qsize / shrink
+    # Crop to the square plus a border.
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.size[0]),
+            min(hi[1] + border, img.size[1]))
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        img = img.crop(crop)
+        quad = quad - crop[:2]
+    # Where the square leaves the photo: pad, blur towards the edge and fade to the median colour.
+    lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    pad = (max(-lo[0] + border, 0), max(-lo[1] + border, 0), max(hi[0] - img.size[0] + border, 0),
+           max(hi[1] - img.size[1] + border, 0))
+    if max(pad) > border - 4:
+        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        padded = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "constant")
+        h, w, _ = padded.shape
+        yy, xx, _ = np.ogrid[:h, :w, :1]
+        mask = np.maximum(1.0 - np.minimum(np.float32(xx) / pad[0], np.float32(w - 1 - xx) / pad[2]),
+                          1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]))
+        blur = qsize * 0.02
+        padded += (gaussian_filter(padded, [blur, blur, 0]) - padded) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+        padded += (np.median(padded, axis=(0, 1)) - padded) * np.clip(mask, 0.0, 1.0)
+        img = Image.fromarray(np.uint8(np.clip(np.rint(padded), 0, 255)), "RGB")
+        quad = quad + pad[:2]
+    warped = img.transform((size, size), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.Resampling.BILINEAR)
     return np.asarray(warped)
 
 

@@ -2,6 +2,12 @@
 
 ``FaceToolkit`` is what the CLI, the ComfyUI nodes and the training data preparation call:
 face boxes, crops, landmarks, parsing, the condition image and AU intensities.
+
+Two choices: the ``detector`` that finds faces and their 68 landmarks (``face_alignment``:
+S3FD + 2D-FAN, downloaded; ``dlib``: HOG + dlib's predictor, shipped with the
+``face_recognition_models`` package) and the ``jaw`` of the condition image (``3dmm``: the
+authors' expression-free 3D fit, :mod:`.d3dfr`; ``2d``: the landmark model's own jaw line).
+Crops are framed from the landmarks whichever detector found the face.
 """
 
 from __future__ import annotations
@@ -19,21 +25,27 @@ from ..errors import ImageInputError, SettingsError
 from ..imaging import check_image_size
 from ..settings import check_face_index
 from .condition import person_mask, render_condition
-from .crop import CropTransform, crop_face
+from .crop import CropTransform, crop_from_landmarks
 from .landmarks import FaceBox, pick_face
 
 PARSERS = ("bisenet", "facer")
+DETECTORS = ("face_alignment", "dlib")
+JAW_SOURCES = ("3dmm", "2d")
 
 
 class FaceToolkit:
     def __init__(self, weights_root: str | os.PathLike, device: torch.device | str = "cpu",
                  parser: str = "bisenet", progress: assets.Progress | None = None,
-                 search: tuple[str | os.PathLike, ...] = ()):
-        if parser not in PARSERS:
-            raise SettingsError(f"unknown face parser {parser!r}: choose one of {', '.join(PARSERS)}")
+                 search: tuple[str | os.PathLike, ...] = (), detector: str = "face_alignment", jaw: str = "3dmm"):
+        for name, value, choices in (("face parser", parser, PARSERS), ("face detector", detector, DETECTORS),
+                                     ("jaw source", jaw, JAW_SOURCES)):
+            if value not in choices:
+                raise SettingsError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
         self.root = Path(weights_root)
         self.device = torch.device(device)
         self.parser_name = parser
+        self.detector_name = detector
+        self.jaw = jaw
         self.progress = progress
         self.search = search
 
@@ -42,9 +54,20 @@ class FaceToolkit:
 
     @functools.cached_property
     def _alignment(self):
+        """The detector + 68-point landmark backend: ``detect(image)``, ``landmarks(image, box)``."""
+        if self.detector_name == "dlib":
+            from .dlib_backend import DlibBackend
+
+            return DlibBackend()
         from .landmarks import FaceAlignmentBackend
 
         return FaceAlignmentBackend(self._weight(assets.S3FD), self._weight(assets.FAN_2D), self.device)
+
+    @functools.cached_property
+    def _d3dfr(self):
+        from .d3dfr import D3DFRLandmarks
+
+        return D3DFRLandmarks.from_files(self._weight(assets.D3DFR), self._weight(assets.BFM), self.device)
 
     @functools.cached_property
     def _parser(self):
@@ -72,7 +95,8 @@ class FaceToolkit:
         return pick_face(self.detect(image), face_index, image.shape)
 
     def crop(self, image: np.ndarray, face_index: int = 0) -> tuple[np.ndarray, CropTransform]:
-        return crop_face(image, self.face(image, face_index))
+        """The 512 portrait of the chosen face, framed from its landmarks as the authors framed theirs."""
+        return crop_from_landmarks(image, self.landmarks(image, face_index))
 
     def landmarks(self, image: np.ndarray, face_index: int = 0) -> np.ndarray:
         box = self.face(image, face_index)  # checks the image and the index before the networks load
@@ -82,12 +106,25 @@ class FaceToolkit:
         check_image_size(image.shape[1], image.shape[0])
         return self._parser.parse(image)
 
-    def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The condition image of a 512 portrait and its person mask (bool HxW)."""
-        parsing = self.parse(portrait)
+    def jaw_landmarks(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """68 points whose jaw line (0..16) the condition draws: the 3DMM fit's, or ``landmarks`` themselves."""
         if landmarks is None:
             landmarks = self.landmarks(portrait)
-        return render_condition(portrait, parsing, landmarks), person_mask(parsing)
+        if self.jaw == "2d":
+            return np.asarray(landmarks)
+        from .d3dfr import five_points_from_68
+
+        return self._d3dfr.landmarks68(portrait, five_points_from_68(landmarks))
+
+    def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The condition image of a 512 portrait and its person mask (bool HxW).
+
+        ``landmarks``: the portrait's 68 2D landmarks, if already known (with the 3dmm jaw they give
+        the five points of the fit).
+        """
+        parsing = self.parse(portrait)
+        jaw = self.jaw_landmarks(portrait, landmarks)
+        return render_condition(portrait, parsing, jaw), person_mask(parsing)
 
     def estimate_aus(self, images: list[np.ndarray], face_index: int = 0,
                      landmarks: list[np.ndarray] | None = None) -> AUVector:
@@ -101,13 +138,15 @@ class FaceToolkit:
         return self._au_estimator.estimate(list(zip(images, landmarks)))
 
 
-@functools.lru_cache(maxsize=4)
-def shared_toolkit(weights_root: str, device: str, parser: str = "bisenet") -> FaceToolkit:
+@functools.lru_cache(maxsize=8)
+def shared_toolkit(weights_root: str, device: str, parser: str = "bisenet", detector: str = "face_alignment",
+                   jaw: str = "3dmm") -> FaceToolkit:
     """One toolkit per settings, so networks load once per process."""
-    return FaceToolkit(weights_root, device, parser)
+    return FaceToolkit(weights_root, device, parser, detector=detector, jaw=jaw)
 
 
 def default_toolkit(device: torch.device | str = "cpu", parser: str = "bisenet",
-                    weights_root: str | os.PathLike | None = None) -> FaceToolkit:
+                    weights_root: str | os.PathLike | None = None, detector: str = "face_alignment",
+                    jaw: str = "3dmm") -> FaceToolkit:
     """The toolkit outside ComfyUI: weights under ``<cache>/preprocessing`` unless ``weights_root`` is given."""
-    return FaceToolkit(weights_root or assets.preprocessing_dir(), device, parser)
+    return FaceToolkit(weights_root or assets.preprocessing_dir(), device, parser, detector=detector, jaw=jaw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -257,4 +258,94 @@ def write_face_weights(root: Path, seed: int = 0) -> Path:
         path = spec.path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(content, path)
+    weights.D3DFR.path(root).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(d3dfr_state(seed), weights.D3DFR.path(root))
+    write_bfm_mat(weights.BFM.path(root), seed=seed)
     return Path(root)
+
+
+def d3dfr_shapes() -> dict[str, list[int]]:
+    """d3dfr_res50_nofc.pth: torchvision's resnet50 (no fc) as `backbone.`, eight 1x1 heads as `fianl_layers.N`."""
+    shapes = {"backbone.conv1.weight": [64, 3, 7, 7], **_bn("backbone.bn1", 64)}
+    cin = 64
+    for layer, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for block in range(blocks):
+            p = f"backbone.layer{layer}.{block}"
+            shapes[f"{p}.conv1.weight"] = [width, cin, 1, 1]
+            shapes.update(_bn(f"{p}.bn1", width))
+            shapes[f"{p}.conv2.weight"] = [width, width, 3, 3]
+            shapes.update(_bn(f"{p}.bn2", width))
+            shapes[f"{p}.conv3.weight"] = [4 * width, width, 1, 1]
+            shapes.update(_bn(f"{p}.bn3", 4 * width))
+            if block == 0:
+                shapes[f"{p}.downsample.0.weight"] = [4 * width, cin, 1, 1]
+                shapes.update(_bn(f"{p}.downsample.1", 4 * width))
+            cin = 4 * width
+    for i, n in enumerate((80, 64, 80, 3, 27, 2, 1, 4)):
+        shapes[f"fianl_layers.{i}.weight"] = [n, 2048, 1, 1]
+        shapes[f"fianl_layers.{i}.bias"] = [n]
+    return shapes
+
+
+# Output scale of each head: coefficients about as large as real fits give (angles ~0.1 rad, |t| < 1).
+_D3DFR_HEAD_SCALE = (1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1)
+
+
+def d3dfr_state(seed: int = 0, module_prefix: bool = False) -> dict[str, torch.Tensor]:
+    """Random D3DFR weights: He-scaled convolutions and unit batch norms, so activations stay moderate."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in d3dfr_shapes().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=generator) * 0.5 + 0.75
+        elif key.endswith(("running_mean", "bn1.bias", "bn2.bias", "bn3.bias", "downsample.1.bias")):
+            state[key] = torch.randn(shape, generator=generator) * 0.05
+        elif key.startswith("fianl_layers"):
+            head = int(key.split(".")[1])
+            fan_in = 2048
+            std = _D3DFR_HEAD_SCALE[head] / fan_in**0.5 * (0.0 if key.endswith("bias") else 1.0)
+            state[key] = torch.randn(shape, generator=generator) * std
+        elif key.endswith(".weight") and len(shape) == 1:  # batch-norm gains; the last of each block small
+            gain = 0.2 if ".bn3." in key else 1.0
+            state[key] = 1.0 + (torch.rand(shape, generator=generator) - 0.5) * 0.2 * gain - (1 - gain)
+        else:
+            fan_in = shape[1] * shape[2] * shape[3]
+            state[key] = torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
+    if module_prefix:  # files saved from nn.DataParallel
+        state = {f"module.{k}": v for k, v in state.items()}
+    return state
+
+
+def write_bfm_mat(path: Path, vertices: int = 400, seed: int = 0, keys: tuple[str, ...] | None = None) -> Path:
+    """A random Basel Face Model in BFM_model_front.mat's layout (the keys Face-Adapter's bfm.py reads).
+
+    A face-sized surface (about 2 units wide, as the real model) with small random bases; 1-based
+    MATLAB indices in point_buf, tri and keypoints. ``keys`` keeps only those keys.
+    """
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    u, v = rng.uniform(-1, 1, vertices), rng.uniform(-1, 1, vertices)
+    mean = np.stack([0.8 * u, 1.0 * v, 0.6 * (1 - u**2) * (1 - 0.5 * v**2)], axis=1) + [0.1, 0.2, 0.3]
+    triangles = rng.integers(1, vertices + 1, (2 * vertices, 3))
+    content = {
+        "meanshape": mean.reshape(1, -1).astype(np.float32),
+        "idBase": (rng.standard_normal((3 * vertices, 80)) * 0.02).astype(np.float32),
+        "exBase": (rng.standard_normal((3 * vertices, 64)) * 0.02).astype(np.float64),
+        "meantex": rng.uniform(0, 255, (1, 3 * vertices)).astype(np.float32),
+        "texBase": rng.standard_normal((3 * vertices, 80)).astype(np.float32),
+        "point_buf": rng.integers(1, 2 * vertices + 1, (vertices, 8)).astype(np.float64),
+        "tri": triangles.astype(np.float64),
+        "keypoints": (rng.choice(vertices, 68, replace=False) + 1).reshape(1, 68).astype(np.float64),
+        "frontmask2_idx": np.arange(1, vertices + 1, dtype=np.float64).reshape(-1, 1),
+        "tri_mask2": triangles.astype(np.float64),
+        "skinmask": (rng.uniform(size=(1, vertices)) > 0.3).astype(np.float64),
+    }
+    if keys is not None:
+        content = {k: content[k] for k in keys}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(str(path), content)
+    return path
