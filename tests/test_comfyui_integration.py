@@ -193,7 +193,12 @@ def test_workflow_validates_against_the_server(server, workflow):
 
 
 def _run(server, prompt: dict, timeout: float = 900) -> dict:
-    prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+    return _history(server, server.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"],
+                    timeout)
+
+
+def _history(server, prompt_id: str, timeout: float) -> dict:
+    """The prompt's history entry once it is complete (ComfyUI stores it just after its last message)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         history = server.get(f"/history/{prompt_id}")
@@ -241,5 +246,5 @@ def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
     assert message["data"]["node_id"] == sampler_id
     assert time.time() - interrupted_at < 15
     assert progress_at_interrupt < 200
-    history = server.get(f"/history/{prompt_id}")[prompt_id]
+    history = _history(server, prompt_id, timeout=60)
     assert history["status"]["status_str"] == "error"
