@@ -32,3 +32,7 @@ class NoFaceError(MagicFaceError):
 
 class MissingDependencyError(MagicFaceError, ImportError):
     """An optional package that a backend needs is not installed."""
+
+
+class VideoInputError(MagicFaceError, ValueError):
+    """A video cannot be read, is empty or too short, or a video setting is wrong."""

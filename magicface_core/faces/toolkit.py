@@ -72,6 +72,10 @@ class FaceToolkit:
     def landmarks(self, image: np.ndarray, face_index: int = 0) -> np.ndarray:
         return self._alignment.landmarks(image, self.face(image, face_index))
 
+    def landmarks_in_box(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        """68 points of the face in ``box`` (a box found earlier, or one followed through a clip)."""
+        return self._alignment.landmarks(image, box)
+
     def parse(self, image: np.ndarray) -> np.ndarray:
         return self._parser.parse(image)
 
