@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, socket_inputs, to_api, our_definitions, widget_slots
+from tests.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, linked_input, to_api, our_definitions, widget_slots
 from tests.conftest import OFFICIAL, REPO
 from tests.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
 
@@ -179,8 +179,8 @@ def test_workflow_validates_against_the_server(server, workflow):
     for _, source, out_slot, target, in_slot, kind in graph["links"]:
         source_def, target_def = definitions[nodes[source]["type"]], definitions[nodes[target]["type"]]
         assert source_def["output"][out_slot] == kind
-        name, socket_kind, _ = socket_inputs(target_def)[in_slot]
-        assert socket_kind == kind and nodes[target]["inputs"][in_slot]["name"] == name
+        name, input_type = linked_input(target_def, nodes[target], in_slot)
+        assert input_type == kind, (nodes[target]["type"], name)
     for node in graph["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue

@@ -38,7 +38,7 @@ from ..imaging import as_portrait
 from ..model.magicface import MagicFace
 from ..model.sd15 import SD15Parts
 from .keyframes import ExpressionChange
-from .smoothing import AU_CUTOFF_HZ, smooth_aus
+from .smoothing import AU_CUTOFF_HZ, fill_gaps, smooth_aus
 from .tracking import FaceTrack, TrackSettings, track_faces
 
 Frames = Iterable[np.ndarray]  # re-iterable: a list, or a VideoFile
@@ -189,7 +189,7 @@ def au_trajectory(frames: Frames, track: FaceTrack, faces: FaceToolkit, fps: flo
         if todo:
             aus = faces.estimate_aus([frame for _, frame in todo], landmarks=[track.landmarks[t] for t, _ in todo])
             rows[[t for t, _ in todo]] = aus.values.numpy()
-    return smooth_aus(AUVector(_fill_gaps(rows)), fps, settings.au_cutoff_hz)
+    return smooth_aus(AUVector(fill_gaps(rows)), fps, settings.au_cutoff_hz)
 
 
 class _ChunkSampler:
@@ -231,21 +231,6 @@ def _nth(frames: Frames, index: int) -> np.ndarray:
 
 def _rows(vectors: AUVector, indices: list[int]) -> AUVector:
     return AUVector(vectors.values[indices])
-
-
-def _fill_gaps(rows: np.ndarray) -> np.ndarray:
-    """Rows of NaN (frames without a face) take the nearest earlier row, or the first later one."""
-    filled = rows.copy()
-    valid = ~np.isnan(filled[:, 0])
-    last = None
-    for t in range(len(filled)):
-        if valid[t]:
-            last = filled[t]
-        elif last is not None:
-            filled[t] = last
-    first = np.flatnonzero(valid)[0]
-    filled[:first] = filled[first]
-    return filled
 
 
 def _ranges(indices: list[int]) -> str:

@@ -61,3 +61,21 @@ def smooth_aus(aus: AUVector, fps: float, cutoff_hz: float = AU_CUTOFF_HZ) -> AU
         return aus
     smoothed = smooth_series(aus.values.numpy(), fps, cutoff_hz, beta=0.0)
     return AUVector(smoothed.astype(np.float32))
+
+
+def fill_gaps(rows: np.ndarray) -> np.ndarray:
+    """A series ``[T, D]`` whose NaN rows (frames without a face) take the nearest earlier row, or
+    before the first valid row, that row. At least one row must be valid."""
+    filled = np.array(rows, dtype=np.float32)
+    valid = ~np.isnan(filled).any(axis=1)
+    if not valid.any():
+        raise ValueError("no valid row to fill the gaps from")
+    last = None
+    for t in range(len(filled)):
+        if valid[t]:
+            last = filled[t]
+        elif last is not None:
+            filled[t] = last
+    first = int(np.flatnonzero(valid)[0])
+    filled[:first] = filled[first]
+    return filled
