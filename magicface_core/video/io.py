@@ -40,7 +40,7 @@ def _open(path: str | os.PathLike):
         raise VideoInputError(f"cannot read the video {path}: {exc}") from exc
     if not container.streams.video:
         container.close()
-        raise VideoInputError(f"{path} has no video stream")
+        raise VideoInputError(f"{path} holds no video frames (no video stream)")
     return container
 
 
