@@ -187,6 +187,11 @@ def _video_settings(args):
         raise VideoInputError(f"{args.out} exists; pass --overwrite to replace it")
     if args.steps < 1:
         raise VideoInputError(f"--steps must be 1 or more, got {args.steps}")
+    from .faces import toolkit
+
+    detectors = getattr(toolkit, "DETECTORS", ())
+    if args.detector != "default" and args.detector not in detectors:
+        raise VideoInputError(f"unknown --detector {args.detector!r}: choose default or one of {', '.join(detectors)}")
     settings = VideoSettings(frames_per_chunk=args.frames_per_chunk, detect_every=args.detect_every,
                              face_index=args.face_index, au_cutoff_hz=args.au_cutoff)
     settings.check()

@@ -5,7 +5,7 @@
 Starts ComfyUI on loopback (``--cpu``) with a fresh base directory holding this pack and small
 random weights in the formats ComfyUI's loaders read, then: checks the server's node
 definitions against ours, validates every workflow in workflows/ against the server, runs each
-to its saved images (the video workflows on three-frame clips), and cancels a run in the middle of sampling.
+to its saved images (the video workflows on two-frame clips), and cancels a run in the middle of sampling.
 """
 
 from __future__ import annotations
@@ -141,12 +141,12 @@ def server(tmp_path_factory):
     (base / "input").mkdir()
     for name in ("00381.png", "00025.png"):
         shutil.copy(OFFICIAL / name, base / "input" / name)
-    # The video workflows' clips: three frames each (every frame is a full edit), with audio.
+    # The video workflows' clips: two frames each (every frame is a full edit), with audio.
     from tests.video_clips import linear_path, moving_clip, write_clip
 
     for name, portrait in (("clip.mp4", "00381.png"), ("driving.mp4", "00025.png")):
-        frames = moving_clip(linear_path((40, 20), (6, 2), 3), name=portrait, canvas=(320, 352), size=240)
-        write_clip(base / "input" / name, frames, fps=8, audio_seconds=3 / 8)
+        frames = moving_clip(linear_path((40, 20), (6, 2), 2), name=portrait, canvas=(320, 352), size=240)
+        write_clip(base / "input" / name, frames, fps=8, audio_seconds=2 / 8)
     server = Server(base)
     yield server
     server.stop()
@@ -224,7 +224,7 @@ def test_workflow_runs_to_saved_images(server, workflow):
                 from magicface_core.video.io import VideoFile
 
                 video = VideoFile(path)
-                assert sum(1 for _ in video) == 3 and video.info.fps == 8 and video.info.has_audio
+                assert sum(1 for _ in video) == 2 and video.info.fps == 8 and video.info.has_audio
 
 
 def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):

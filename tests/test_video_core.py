@@ -105,7 +105,7 @@ def test_a_still_head_gives_a_still_crop(dlib_faces):
 
 @pytest.mark.parametrize("detect_every", [1, 4])
 def test_a_moving_head_is_followed(dlib_faces, framing_offset, detect_every):
-    path = linear_path((60, 60), (5, 2), 30)  # 125 px/s at 25 fps
+    path = linear_path((60, 60), (5, 2), 30)  # 135 px/s at 25 fps
     track = track_faces(moving_clip(path), dlib_faces, fps=25, settings=TrackSettings(detect_every=detect_every))
     error = _centres(track) - (np.array(path) + framing_offset)
     assert np.sqrt((error ** 2).sum(axis=1).mean()) < 3.0

@@ -70,14 +70,16 @@ class VideoReport:
     edited: int
     without_face: list[int] = field(default_factory=list)
     reference_frame: int | None = None
+    animated: bool = False  # frames without a face: held AUs (animate), or passed through (edit)
 
     def __str__(self) -> str:
-        text = f"{self.edited} of {self.frames} frames edited"
+        text = f"{self.edited} of {self.frames} frames {'made' if self.animated else 'edited'}"
         if self.without_face:
             shown = ", ".join(map(str, self.without_face[:20])) + (", ..." if len(self.without_face) > 20 else "")
-            text += f"; {len(self.without_face)} without a face passed through unchanged ({shown})"
+            what = "took the nearest frame's AUs" if self.animated else "passed through unchanged"
+            text += f"; {len(self.without_face)} without a face {what} ({shown})"
         if self.reference_frame is not None:
-            text += f"; identity from frame {self.reference_frame}"
+            text += f"; {'neutral' if self.animated else 'identity from'} frame {self.reference_frame}"
         return text
 
 
@@ -168,7 +170,7 @@ def animate_portrait(photo: np.ndarray, driving: Frames, fps: float, model: Magi
         deltas = aus - faces.estimate_aus([portrait])
 
     # 4. Chunk by chunk: sample every delta against the one portrait, decode, paste back into the photo.
-    report = VideoReport(len(track), len(track), track.missing, neutral)
+    report = VideoReport(len(track), len(track), track.missing, neutral, animated=True)
     sample = _ChunkSampler(model, sd15, features, text, edit, len(track), on_progress)
 
     def render() -> Iterator[np.ndarray]:
