@@ -6,6 +6,8 @@
     python -m magicface_core condition --image portrait.png --out condition.png
     python -m magicface_core convert WEIGHTS_DIR magicface_fp16.safetensors --dtype fp16
     python -m magicface_core download
+    python -m magicface_core video --video in.mp4 --au AU12=3 [--keyframes "0:AU12=0;30:AU12=3"] --out out.mp4
+    python -m magicface_core animate --image portrait.png --driving drive.mp4 [--relative|--absolute] --out out.mp4
     python -m magicface_core prepare|train|evaluate ...   (see each one's --help)
 
 This module is the one place that sets up logging, parses devices and precisions, and turns the
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
     convert.add_argument("--overwrite", action="store_true", help="replace the target if it exists")
 
+    _add_video_parsers(commands)
+
     download = commands.add_parser("download", help="download all weights the CLI needs")
     download.add_argument("--to", type=Path, default=None, help="weights folder (default: the magicface cache)")
     download.add_argument("--training", action="store_true", help="also SD 1.5's UNet, which training starts from")
@@ -118,6 +122,54 @@ def build_parser() -> argparse.ArgumentParser:
     # The training flags and YAML have their own typed parser: everything after "train" goes to it.
     commands.add_parser("train", help="train MagicFace from SD 1.5 (see train --help)", add_help=False)
     return parser
+
+
+def _add_generation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default="mengtingwei/magicface",
+                        help="MagicFace weights: the published folder, one of our .safetensors files, or a hub repo id")
+    parser.add_argument("--sd15", default=None, help="Stable Diffusion 1.5 diffusers folder (default: download from the hub)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=3.0, help="AU guidance scale (the paper uses 3.0)")
+    parser.add_argument("--seed", type=int, default=0, help="one start noise for every frame")
+    parser.add_argument("--sampler", default="uni_pc", choices=SAMPLER_NAMES)
+
+
+def _add_video_parsers(commands) -> None:
+    video = commands.add_parser("video", help="edit the expression all through a clip (audio kept)")
+    video.add_argument("--video", type=Path, required=True)
+    video.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
+                       help="an AU change added to every frame, e.g. AU12=3 (repeatable, or comma-separated)")
+    video.add_argument("--keyframes", default=None, metavar="SPEC",
+                       help='keyframed AU changes, e.g. "0:AU12=0;30:AU12=3;60:AU12=0" (frames from 0)')
+    video.add_argument("--interpolation", default="linear", choices=["linear", "smooth"])
+    video.add_argument("--reference-frame", type=int, default=None,
+                       help="the frame whose face gives the identity (default: the first frame with a face)")
+    video.add_argument("--out", type=Path, required=True)
+
+    animate = commands.add_parser("animate", help="make a portrait follow the expressions of a driving clip")
+    animate.add_argument("--image", type=Path, required=True, help="a 512x512 portrait, or any photo with --crop")
+    animate.add_argument("--driving", type=Path, required=True, help="the clip whose expressions to follow")
+    mode = animate.add_mutually_exclusive_group()
+    mode.add_argument("--relative", dest="mode", action="store_const", const="relative",
+                      help="delta = driving AUs - driving AUs at the neutral frame (default)")
+    mode.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
+                      help="delta = driving AUs - the portrait's AUs")
+    animate.set_defaults(mode="relative")
+    animate.add_argument("--neutral-frame", type=int, default=None,
+                         help="with --relative: the driving frame taken as neutral (default: the first with a face)")
+    animate.add_argument("--crop", action="store_true", help="find the face in a full photo and paste the result back")
+    animate.add_argument("--out", type=Path, required=True)
+
+    for parser in (video, animate):
+        _add_generation_args(parser)
+        parser.add_argument("--frames-per-chunk", type=int, default=8,
+                            help="frames sampled together; memory grows with this, not with the clip")
+        parser.add_argument("--detect-every", type=int, default=1, help="run face detection on every N-th frame")
+        parser.add_argument("--face-index", type=int, default=0, help="which face to follow (0 = largest)")
+        parser.add_argument("--au-cutoff", type=float, default=3.0,
+                            help="low-pass cutoff (Hz) for the AU trajectory; 0 turns smoothing off")
+        parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+        _add_device_args(parser)
 
 
 def parse_au_delta(au_args: list[str], variants: list[str]) -> AUVector:
@@ -170,6 +222,72 @@ def run_edit(args) -> list[Path]:
         save_image(image, path, overwrite=args.overwrite)
         print(f"wrote {path}")
     return outputs
+
+
+def _video_settings(args, inputs: list[Path]):
+    """Every video setting and the output path, checked before anything loads."""
+    from .files import check_outputs
+    from .settings import EditSettings, check_face_index
+    from .video.edit import VideoSettings
+
+    check_outputs([args.out], inputs, args.overwrite)
+    check_face_index(args.face_index)
+    settings = VideoSettings(frames_per_chunk=args.frames_per_chunk, detect_every=args.detect_every,
+                             face_index=args.face_index, au_cutoff_hz=args.au_cutoff)
+    settings.check()
+    return settings, EditSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+
+
+def _video_models(args):
+    from .model.magicface import MagicFace
+    from .model.sd15 import load_sd15
+
+    device, dtype = _device_and_dtype(args)
+    return MagicFace.from_pretrained(args.weights, device=device, dtype=dtype), load_sd15(args.sd15, device, dtype)
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rsampling {done}/{total} frame-steps", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def run_video(args) -> None:
+    from .video.edit import edit_clip
+    from .video.io import VideoFile, write_video
+    from .video.keyframes import ExpressionChange
+
+    # Every setting and input is checked before a model loads.
+    from .settings import check_au_delta
+
+    settings, edit = _video_settings(args, [args.video])
+    change = ExpressionChange(check_au_delta(AUVector.parse(",".join(args.au))), args.keyframes, args.interpolation)
+    clip = VideoFile(args.video)
+    model, sd15 = _video_models(args)
+    report, frames = edit_clip(clip, float(clip.info.fps), change, model, sd15, _face_toolkit(args), settings, edit,
+                               reference_frame=args.reference_frame, on_progress=_progress)
+    print(report)
+    count = write_video(args.out, frames, clip.info.fps, audio_from=args.video)
+    print(f"wrote {args.out} ({count} frames)")
+
+
+def run_animate(args) -> None:
+    from .imaging import load_image
+    from .video.edit import animate_portrait
+    from .video.io import VideoFile, write_video
+
+    settings, edit = _video_settings(args, [args.image, args.driving])
+    photo = load_image(args.image)
+    if not args.crop:
+        from .imaging import needs_resize_to_portrait
+
+        needs_resize_to_portrait(photo.shape[1], photo.shape[0], "the portrait")
+    driving = VideoFile(args.driving)
+    model, sd15 = _video_models(args)
+    report, frames = animate_portrait(photo, driving, float(driving.info.fps), model, sd15, _face_toolkit(args),
+                                      settings, edit, mode=args.mode, neutral_frame=args.neutral_frame,
+                                      crop=args.crop, on_progress=_progress)
+    print(report)
+    count = write_video(args.out, frames, driving.info.fps, audio_from=args.driving)
+    print(f"wrote {args.out} ({count} frames)")
 
 
 def run_estimate(args) -> None:
@@ -238,7 +356,8 @@ def run_train(argv: list[str]) -> None:
 
 
 COMMANDS = {"edit": run_edit, "estimate": run_estimate, "condition": run_condition, "convert": run_convert,
-            "download": run_download, "prepare": run_prepare, "evaluate": run_evaluate}
+            "download": run_download, "prepare": run_prepare, "evaluate": run_evaluate, "video": run_video,
+            "animate": run_animate}
 
 
 def _setup_logging(timestamps: bool) -> None:

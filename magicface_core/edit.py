@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .au import AUVector
 from .errors import SettingsError
 from .faces.crop import paste_back
 from .faces.toolkit import FaceToolkit, default_toolkit
 from .imaging import as_portrait, from_tensor, to_tensor
+from .model.identity_attention import IdentityFeatures
 from .model.magicface import MagicFace
 from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
 from .settings import EditSettings, check_au_delta, check_face_index
@@ -61,13 +63,11 @@ def edit_photo(
     else:
         condition = as_portrait(condition)
 
-    # 3. Unscaled VAE latents of identity and condition, and the fixed prompt's embedding.
-    id_latents = vae_encode(sd15.vae, to_tensor([portrait]))
-    cond_latents = vae_encode(sd15.vae, to_tensor([condition]))
-    text = encode_prompt(sd15)
+    # 3. Identity features (once for all AU variants) and the fixed prompt's embedding.
+    features, text = encode_identity(model, sd15, portrait)
 
-    # 4. Identity features, once for all AU variants.
-    features = model.encode_identity(id_latents, text)
+    # 4. Unscaled VAE latents of the condition.
+    cond_latents = encode_images(sd15, [condition])
 
     # 5. AU-guided sampling.
     callback = None if on_step is None else (lambda i, n, _latents: on_step(i, n))
@@ -75,8 +75,24 @@ def edit_photo(
                            sampler=settings.sampler, seed=settings.seed, callback=callback)
 
     # 6. Decode, and 7. paste back into the full photo.
-    edited = from_tensor(vae_decode(sd15.vae, latents))
+    edited = decode_images(sd15, latents)
     if transform is not None:
         edited = [paste_back(photo, image, transform) for image in edited]
     return edited
 
+
+# --- the steps, shared with the video edits (magicface_core.video) ---------------------------
+
+def encode_images(sd15: SD15Parts, images: list[np.ndarray]) -> torch.Tensor:
+    """Unscaled VAE latents (posterior mode) of 512x512 HxWx3 uint8 images."""
+    return vae_encode(sd15.vae, to_tensor(images))
+
+
+def encode_identity(model: MagicFace, sd15: SD15Parts, portrait: np.ndarray) -> tuple[IdentityFeatures, torch.Tensor]:
+    """The ID encoder's features of a 512 portrait, and the fixed prompt's embedding they were made with."""
+    text = encode_prompt(sd15)
+    return model.encode_identity(encode_images(sd15, [portrait]), text), text
+
+
+def decode_images(sd15: SD15Parts, latents: torch.Tensor) -> list[np.ndarray]:
+    return from_tensor(vae_decode(sd15.vae, latents))

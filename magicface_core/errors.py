@@ -50,3 +50,7 @@ class DataError(MagicFaceError):
 
 class NonFiniteError(MagicFaceError, FloatingPointError):
     """A computation produced NaN or infinite values (nothing is saved from it)."""
+
+
+class VideoInputError(MagicFaceError, ValueError):
+    """A video cannot be read, is empty or too short, or a video setting is wrong."""

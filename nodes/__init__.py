@@ -4,6 +4,7 @@ from .au_nodes import MagicFaceAUDeltaBatch, MagicFaceAUDeltaEditor, MagicFaceAU
 from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFacePasteBack
 from .models import MagicFaceModelLoader
 from .sampling import MagicFaceIDEncoder, MagicFaceKSampler
+from .video_nodes import MagicFaceAUKeyframes, MagicFaceAUSmooth, MagicFaceFaceTrack
 
 NODE_CLASS_MAPPINGS = {
     "MagicFaceModelLoader": MagicFaceModelLoader,
@@ -16,6 +17,9 @@ NODE_CLASS_MAPPINGS = {
     "MagicFaceIDEncoder": MagicFaceIDEncoder,
     "MagicFaceKSampler": MagicFaceKSampler,
     "MagicFacePasteBack": MagicFacePasteBack,
+    "MagicFaceFaceTrack": MagicFaceFaceTrack,
+    "MagicFaceAUSmooth": MagicFaceAUSmooth,
+    "MagicFaceAUKeyframes": MagicFaceAUKeyframes,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MagicFaceIDEncoder": "MagicFace ID Encoder",
     "MagicFaceKSampler": "MagicFace KSampler",
     "MagicFacePasteBack": "MagicFace Paste Back",
+    "MagicFaceFaceTrack": "MagicFace Face Track (video)",
+    "MagicFaceAUSmooth": "MagicFace AU Smooth (video)",
+    "MagicFaceAUKeyframes": "MagicFace AU Keyframes (video)",
 }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError, AUVector, emotion_preset
 from .face_nodes import DETECTOR_INPUT
 from .host import face_toolkit
 from .images import to_arrays
-from .types import AU_DELTA, AU_VECTOR, CATEGORY
+from ..magicface_core.video.smoothing import fill_gaps
+from .types import AU_DELTA, AU_VECTOR, CATEGORY, MAGICFACE_CROP
 
 SLIDER_LIMIT = 10.0
 # Input names are stable (workflows store them): the AU and its muscle action.
@@ -25,14 +28,30 @@ class MagicFaceAUEstimate:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE",),
-            "face_index": ("INT", {"default": 0, "min": 0, "max": 32, "tooltip": "0 = the largest face"}),
-        }, "optional": dict([DETECTOR_INPUT])}
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 32, "tooltip": "0 = the largest face"}),
+            },
+            "optional": {"crop": (MAGICFACE_CROP, {"tooltip": "from Face Track: frames marked without a face "
+                                                              "take the AUs of the nearest frame with one"}),
+                         **dict([DETECTOR_INPUT])},
+        }
 
-    def estimate(self, image, face_index: int, detector: str = "face_alignment"):
-        aus = face_toolkit(detector=detector).estimate_aus(to_arrays(image, "the image"), face_index)
-        return (aus, aus.table(title="AU intensities (0..5), one column per image"))
+    def estimate(self, image, face_index: int, crop=None, detector: str = "face_alignment"):
+        images = to_arrays(image, "the image")
+        toolkit = face_toolkit(detector=detector)
+        if crop is None:
+            aus = toolkit.estimate_aus(images, face_index)
+        else:
+            if len(crop) != len(images):
+                raise AUInputError(f"{len(images)} images but {len(crop)} crops")
+            found = [i for i, transform in enumerate(crop) if transform is not None]
+            rows = np.full((len(images), len(AU_NAMES)), np.nan, dtype=np.float32)
+            if found:
+                rows[found] = toolkit.estimate_aus([images[i] for i in found], face_index).values.numpy()
+            aus = AUVector(fill_gaps(rows))
+        return (aus, aus[: min(len(aus), 8)].table(title="AU intensities (0..5), one column per image"))
 
 
 class MagicFaceAUDeltaEditor:

@@ -57,11 +57,21 @@ class MagicFaceFaceParseContour:
             "image": ("IMAGE", {"tooltip": "the 512x512 portrait (from Face Crop or an authors'-style crop)"}),
             "parser": (list(PARSERS), {"default": "bisenet",
                                        "tooltip": "bisenet: the authors' parser; facer: needs pyfacer + torchvision"}),
-        }, "optional": dict([JAW_INPUT, DETECTOR_INPUT])}
+        }, "optional": {"crop": (MAGICFACE_CROP, {"tooltip": "from Face Track: frames marked without a face are "
+                                                             "skipped (Paste Back passes them through)"}),
+                     **dict([JAW_INPUT, DETECTOR_INPUT])}}
 
-    def condition(self, image, parser: str, jaw: str = "3dmm", detector: str = "face_alignment"):
+    def condition(self, image, parser: str, crop=None, jaw: str = "3dmm", detector: str = "face_alignment"):
         toolkit = face_toolkit(parser, detector, jaw)
-        conditions, masks = zip(*(toolkit.condition(portrait) for portrait in to_arrays(image, "the portrait")))
+        portraits = to_arrays(image, "the portrait")
+        if crop is not None and len(crop) != len(portraits):
+            raise ImageInputError(f"{len(portraits)} portraits but {len(crop)} crops")
+        results = [
+            toolkit.condition(portrait) if crop is None or crop[i] is not None
+            else (portrait, np.zeros(portrait.shape[:2], dtype=bool))
+            for i, portrait in enumerate(portraits)
+        ]
+        conditions, masks = zip(*results)
         return (to_image(list(conditions)), to_mask(list(masks)))
 
 
@@ -97,7 +107,9 @@ class MagicFacePasteBack:
             raise ImageInputError(
                 f"batch sizes do not match: {len(originals)} originals, {len(edits)} edits, {len(crop)} crops")
         masks = [None] * count if mask is None else [np.asarray(m) for m in mask.cpu().float().numpy()]
+        # A crop of None (Face Track: no face in that frame) passes the original through.
         results = [
+            originals[i % len(originals)] if crop[i % len(crop)] is None else
             paste_back(originals[i % len(originals)], edits[i % len(edits)], crop[i % len(crop)],
                        mask=masks[i % len(masks)], keep_detail=keep_detail)
             for i in range(count)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..magicface_core import SAMPLER_NAMES, AUVector
+import torch
+
+from ..magicface_core import SAMPLER_NAMES, AUVector, ImageInputError
+from ..magicface_core.imaging import PORTRAIT_SIZE
 from ..magicface_core.settings import EditSettings, check_au_delta
 from . import host
 from .images import portrait_pixels, text_embeds, vae_encode
@@ -63,17 +66,50 @@ class MagicFaceKSampler:
                 "noise_per_edit": ("BOOLEAN", {"default": False, "tooltip":
                                    "off: every edit of the batch starts from the same noise, so they differ "
                                    "only by their AUs"}),
+                "frames_per_chunk": ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip":
+                                     "edits sampled together; a long clip is sampled this many frames at a "
+                                     "time, so memory does not grow with its length"}),
             },
         }
 
     def sample(self, magicface_model: LoadedMagicFace, identity, condition, vae, au_delta: AUVector, conditioning,
-               seed: int, steps: int, au_guidance: float, sampler: str, noise_per_edit: bool = False):
+               seed: int, steps: int, au_guidance: float, sampler: str, noise_per_edit: bool = False,
+               frames_per_chunk: int = 16):
         EditSettings(steps=steps, guidance=au_guidance, seed=seed, sampler=sampler)  # before any model loads
-        check_au_delta(au_delta)
-        cond_latents = vae_encode(vae, portrait_pixels(condition, "the condition image"), "the condition image")
+        au_delta = check_au_delta(au_delta)
         text = text_embeds(conditioning, magicface_model.text_dim)
-        latents = magicface_model.sample(
-            identity, cond_latents, au_delta, text, steps=steps, guidance=au_guidance, sampler=sampler,
-            seed=seed, callback=host.sampling_callback(steps), per_item_noise=noise_per_edit,
-        )
-        return ({"samples": latents.to(host.intermediate_device())},)
+        batch = max(len(au_delta), condition.shape[0], identity.batch_size)
+        for name, size in (("AU variations", len(au_delta)), ("condition images", condition.shape[0]),
+                           ("identities", identity.batch_size)):
+            if size not in (1, batch):
+                raise ImageInputError(f"{size} {name} for a batch of {batch}; give 1 or {batch}")
+        progress = host.Progress(batch * steps)  # frames x steps
+        noise = _start_noise(seed, batch, noise_per_edit)
+        chunks = []
+        for start in range(0, batch, frames_per_chunk):
+            rows = slice(start, min(batch, start + frames_per_chunk))
+            count = rows.stop - rows.start
+            cond = condition if condition.shape[0] == 1 else condition[rows]
+            cond_latents = vae_encode(vae, portrait_pixels(cond, "the condition image"), "the condition image")
+
+            def step(i: int, n: int, _latents, done=start * steps, count=count) -> None:
+                progress.update(done + i * count, batch * steps)
+                host.check_interrupt()
+
+            latents = magicface_model.sample(
+                identity if identity.batch_size == 1 else identity.select(rows), cond_latents,
+                au_delta if len(au_delta) == 1 else au_delta[rows], text, steps=steps, guidance=au_guidance,
+                sampler=sampler, noise=None if noise is None else noise[rows] if len(noise) > 1 else noise,
+                seed=seed, callback=step,
+            )
+            chunks.append(latents.to(host.intermediate_device()))
+        return ({"samples": torch.cat(chunks)},)
+
+
+def _start_noise(seed: int, batch: int, per_edit: bool) -> torch.Tensor | None:
+    """Per-edit noise must not depend on the chunking: draw the whole batch's at once (latent 64x64)."""
+    if not per_edit or batch == 1:
+        return None  # the sampler draws one noise from the seed, shared by every edit
+    generator = torch.Generator("cpu").manual_seed(int(seed) % (2**64))
+    size = PORTRAIT_SIZE // 8  # SD 1.5's VAE: 512 pixels -> 64 latents
+    return torch.randn((batch, 4, size, size), generator=generator)

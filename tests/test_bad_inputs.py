@@ -32,7 +32,7 @@ from magicface_core.faces.landmarks import FaceBox
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.imaging import load_image, to_rgb_uint8
 from magicface_core.model import sd15 as sd15_module
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 from tests.support.factories import TINY, random_inputs, write_published_checkpoint, write_tiny_sd15
 
 

@@ -5,7 +5,7 @@
 Starts ComfyUI on loopback (``--cpu``) with a fresh base directory holding this pack and small
 random weights in the formats ComfyUI's loaders read, then: checks the server's node
 definitions against ours, validates every workflow in workflows/ against the server, runs each
-to its saved images, and cancels a run in the middle of sampling.
+to its saved images (the video workflows on two-frame clips), and cancels a run in the middle of sampling.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, socket_inputs, to_api, our_definitions, widget_slots
+from tests.support.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, linked_input, to_api, our_definitions, widget_slots
 from tests.support.paths import OFFICIAL, REPO
 from tests.support.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
 
@@ -141,6 +141,12 @@ def server(tmp_path_factory):
     (base / "input").mkdir()
     for name in ("00381.png", "00025.png"):
         shutil.copy(OFFICIAL / name, base / "input" / name)
+    # The video workflows' clips: two frames each (every frame is a full edit), with audio.
+    from tests.support.video_clips import linear_path, moving_clip, write_clip
+
+    for name, portrait in (("clip.mp4", "00381.png"), ("driving.mp4", "00025.png")):
+        frames = moving_clip(linear_path((40, 20), (6, 2), 2), name=portrait, canvas=(320, 352), size=240)
+        write_clip(base / "input" / name, frames, fps=8, audio_seconds=2 / 8)
     server = Server(base)
     yield server
     server.stop()
@@ -179,8 +185,8 @@ def test_workflow_validates_against_the_server(server, workflow):
     for _, source, out_slot, target, in_slot, kind in graph["links"]:
         source_def, target_def = definitions[nodes[source]["type"]], definitions[nodes[target]["type"]]
         assert source_def["output"][out_slot] == kind
-        name, socket_kind, _ = socket_inputs(target_def)[in_slot]
-        assert socket_kind == kind and nodes[target]["inputs"][in_slot]["name"] == name
+        name, input_type = linked_input(target_def, nodes[target], in_slot)
+        assert input_type == kind, (nodes[target]["type"], name)
     for node in graph["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
@@ -217,7 +223,13 @@ def test_workflow_runs_to_saved_images(server, workflow):
     assert saved, entry["outputs"]
     for image in saved:
         if image.get("type") == "output":
-            assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
+            path = server.base / "output" / image["subfolder"] / image["filename"]
+            assert path.stat().st_size > 0
+            if path.suffix == ".mp4":  # one frame per input frame, at its fps, with its audio
+                from magicface_core.video.io import VideoFile
+
+                video = VideoFile(path)
+                assert sum(1 for _ in video) == 2 and video.info.fps == 8 and video.info.has_audio
 
 
 def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):

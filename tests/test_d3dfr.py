@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from magicface_core import CheckpointError, D3DFRLandmarks, ImageInputError, WeightsNotFoundError
 from magicface_core.faces import d3dfr
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 from tests.support.factories import d3dfr_state, write_bfm_mat
 
 FIXTURE = np.load(__import__("pathlib").Path(__file__).parent / "data" / "d3dfr_reference.npz")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 from tests.support.factories import write_tiny_sd15
 from tests.test_training import RESOLUTION, make_dataset
 

@@ -80,7 +80,9 @@ def check_outputs(pack, node_cls, outputs):
         elif kind == types.MAGICFACE_ID:
             assert isinstance(value, core.IdentityFeatures)
         elif kind == types.MAGICFACE_CROP:
-            assert isinstance(value, tuple) and all(isinstance(t, core.faces.crop.CropTransform) for t in value)
+            # None: Face Track found no face in that frame
+            assert isinstance(value, tuple) and all(t is None or isinstance(t, core.faces.crop.CropTransform)
+                                                    for t in value)
         else:
             raise AssertionError(f"no check for {kind}")
 

@@ -16,7 +16,7 @@ from magicface_core.evaluation.metrics import id_distance
 from magicface_core.faces.condition import render_condition
 from magicface_core.faces.d3dfr import five_points_from_68
 from magicface_core.faces.toolkit import FaceToolkit
-from tests.conftest import OFFICIAL
+from tests.support.paths import OFFICIAL
 from tests.support.factories import write_face_weights
 
 pytest.importorskip("dlib")

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from tests.support.comfy_graph import (FRONTEND_ONLY, combo_options, input_kind, load_builtins, our_definitions,
-                               socket_inputs, to_api, widget_slots)
+from tests.support.comfy_graph import (FRONTEND_ONLY, combo_options, input_kind, linked_input, load_builtins,
+                                       our_definitions, socket_inputs, socket_slots, to_api, widget_slots)
 from tests.support.paths import REPO
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 # Combos whose choices are the user's files: any name is valid in a shared workflow.
-FILE_CHOICES = {("LoadImage", "image"), ("CheckpointLoaderSimple", "ckpt_name"),
+FILE_CHOICES = {("LoadImage", "image"), ("LoadVideo", "file"), ("CheckpointLoaderSimple", "ckpt_name"),
                 ("UpscaleModelLoader", "model_name"), ("MagicFaceModelLoader", "weights")}
 
 
@@ -19,9 +19,9 @@ def definitions(pack):
     return {**load_builtins(), **our_definitions(pack)}
 
 
-def test_the_four_workflows_are_there():
+def test_the_six_workflows_are_there():
     assert [p.name for p in WORKFLOWS] == ["1_edit_portrait.json", "2_expression_transfer.json", "3_au_sweep.json",
-                                           "4_edit_then_upscale.json"]
+                                           "4_edit_then_upscale.json", "5_animate_portrait.json", "6_edit_video.json"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -38,8 +38,8 @@ def test_nodes_links_and_widgets_fit(path, definitions):
     for link_id, source, out_slot, target, in_slot, kind in graph["links"]:
         source_node, target_node = nodes[source], nodes[target]
         assert definitions[source_node["type"]]["output"][out_slot] == kind, link_id
-        name, socket_kind, _ = socket_inputs(definitions[target_node["type"]])[in_slot]
-        assert socket_kind == kind, (link_id, name)
+        name, input_type = linked_input(definitions[target_node["type"]], target_node, in_slot)
+        assert input_type == kind, (link_id, name)
         assert target_node["inputs"][in_slot]["link"] == link_id
         assert link_id in source_node["outputs"][out_slot]["links"]
 
@@ -48,8 +48,12 @@ def test_nodes_links_and_widgets_fit(path, definitions):
             continue
         definition = definitions[node["type"]]
         sockets = socket_inputs(definition)
-        assert [s["name"] for s in node["inputs"]] == [name for name, _, _ in sockets], node["type"]
-        for slot, (name, _, optional) in zip(node["inputs"], sockets):
+        assert [s["name"] for s in socket_slots(node)] == [name for name, _, _ in sockets], node["type"]
+        widget_names = {name for name, _ in widget_slots(definition)}
+        for slot in node["inputs"]:
+            if "widget" in slot:  # a widget converted to an input: named after its widget, and linked
+                assert slot["widget"]["name"] == slot["name"] in widget_names and slot["link"] is not None
+        for slot, (name, _, optional) in zip(socket_slots(node), sockets):
             assert optional or slot["link"] is not None, f"{node['type']}.{name} is required but not connected"
         slots = widget_slots(definition)
         values = node["widgets_values"]

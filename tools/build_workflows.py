@@ -64,8 +64,12 @@ class Graph:
 
     def link(self, source: dict, output: str, target: dict, input_name: str) -> None:
         out_slot = next(i for i, o in enumerate(source["outputs"]) if o["name"] == output)
-        in_slot = next(i for i, s in enumerate(target["inputs"]) if s["name"] == input_name)
         kind = source["outputs"][out_slot]["type"]
+        in_slot = next((i for i, s in enumerate(target["inputs"]) if s["name"] == input_name), None)
+        if in_slot is None:  # a widget fed by a link (e.g. fps): the frontend adds an input named after it
+            assert input_name in dict(widget_slots(self.definitions[target["type"]])), (target["type"], input_name)
+            target["inputs"].append({"name": input_name, "type": kind, "widget": {"name": input_name}, "link": None})
+            in_slot = len(target["inputs"]) - 1
         link_id = len(self.links) + 1
         self.links.append([link_id, source["id"], out_slot, target["id"], in_slot, kind])
         source["outputs"][out_slot]["links"].append(link_id)
@@ -191,11 +195,151 @@ def edit_then_upscale(defs: dict) -> dict:
     return g.workflow()
 
 
+VIDEO_NOTE = ("Video: ComfyUI's Load Video gives the frames, audio and fps; Create Video + Save Video write "
+              "them back. Every frame starts from the same noise; the KSampler samples frames_per_chunk frames "
+              "at a time, so memory does not grow with the clip. Keep clips short at first: each frame is "
+              "one full edit.\n")
+
+
+def video_input(g: Graph, pos, file: str, title: str) -> dict:
+    load = g.node("LoadVideo", pos, title, size=(300, 320), file=file)
+    components = g.node("GetVideoComponents", (pos[0], pos[1] + 360))
+    g.link(load, "VIDEO", components, "video")
+    return components
+
+
+def sd15_and_model(g: Graph, pos) -> dict:
+    checkpoint = g.node("CheckpointLoaderSimple", pos, "SD 1.5 (for its CLIP and VAE)", ckpt_name=SD15_CHECKPOINT)
+    prompt = g.node("CLIPTextEncode", (pos[0] + 340, pos[1]), "MagicFace prompt (keep as is)", size=(320, 100),
+                    text=PROMPT)
+    g.link(checkpoint, "CLIP", prompt, "clip")
+    model = g.node("MagicFaceModelLoader", (pos[0], pos[1] + 180), weights=MAGICFACE_WEIGHTS)
+    return {"checkpoint": checkpoint, "prompt": prompt, "model": model}
+
+
+def identity_of(g: Graph, parts: dict, portrait: dict, output: str, pos) -> dict:
+    identity = g.node("MagicFaceIDEncoder", pos)
+    g.link(parts["model"], "magicface_model", identity, "magicface_model")
+    g.link(portrait, output, identity, "image")
+    g.link(parts["checkpoint"], "VAE", identity, "vae")
+    g.link(parts["prompt"], "CONDITIONING", identity, "conditioning")
+    return identity
+
+
+def chunked_sampler(g: Graph, parts: dict, identity: dict, condition: dict, delta: dict, pos) -> dict:
+    ksampler = g.node("MagicFaceKSampler", pos, size=(320, 360), seed=42, steps=25, sampler="dpmpp_2m_karras",
+                      frames_per_chunk=8)
+    g.link(parts["model"], "magicface_model", ksampler, "magicface_model")
+    g.link(identity, "identity", ksampler, "identity")
+    g.link(condition, "condition", ksampler, "condition")
+    g.link(parts["checkpoint"], "VAE", ksampler, "vae")
+    g.link(delta, "au_delta", ksampler, "au_delta")
+    g.link(parts["prompt"], "CONDITIONING", ksampler, "conditioning")
+    decode = g.node("VAEDecode", (pos[0], pos[1] + 400))
+    g.link(ksampler, "LATENT", decode, "samples")
+    g.link(parts["checkpoint"], "VAE", decode, "vae")
+    return decode
+
+
+def save_video(g: Graph, images: dict, components: dict, pos, prefix: str) -> None:
+    create = g.node("CreateVideo", pos)
+    g.link(images, "image", create, "images")
+    g.link(components, "audio", create, "audio")
+    g.link(components, "fps", create, "fps")
+    save = g.node("SaveVideo", (pos[0] + 340, pos[1]), size=(400, 420), filename_prefix=prefix)
+    g.link(create, "VIDEO", save, "video")
+
+
+def animate_portrait(defs: dict) -> dict:
+    g = Graph(defs)
+    g.node("Note", (20, -230), size=(560, 190), text=(
+        "Animate a portrait: the photo follows the expressions of the driving clip. The driving clip's AUs are "
+        "estimated per frame and smoothed; each frame's edit is (driving AUs - AUs of the driving clip's first "
+        "frame), sampled against the photo's one identity and condition (relative mode; for absolute, connect "
+        "the photo's AUs as source instead).\n" + VIDEO_NOTE + NOTE))
+    photo = g.node("LoadImage", (20, 0), "Portrait", size=(300, 320), image="00381.png")
+    crop = g.node("MagicFaceFaceCrop", (360, 0))
+    g.link(photo, "IMAGE", crop, "image")
+    parse = g.node("MagicFaceFaceParseContour", (360, 180))
+    g.link(crop, "portrait", parse, "image")
+    parts = sd15_and_model(g, (20, 1100))
+    identity = identity_of(g, parts, crop, "portrait", (720, 0))
+
+    driving = video_input(g, (20, 380), "driving.mp4", "Driving clip")
+    track = g.node("MagicFaceFaceTrack", (360, 380))
+    g.link(driving, "images", track, "images")
+    g.link(driving, "fps", track, "fps")
+    aus = g.node("MagicFaceAUEstimate", (360, 600), "AUs of every driving frame")
+    g.link(track, "portraits", aus, "image")
+    g.link(track, "crop", aus, "crop")
+    smooth = g.node("MagicFaceAUSmooth", (720, 380))
+    g.link(aus, "aus", smooth, "aus")
+    g.link(driving, "fps", smooth, "fps")
+    neutral_frame = g.node("ImageFromBatch", (360, 800), "Neutral driving frame", batch_index=0)
+    g.link(track, "portraits", neutral_frame, "image")
+    neutral = g.node("MagicFaceAUEstimate", (720, 800), "AUs of the neutral frame")
+    g.link(neutral_frame, "IMAGE", neutral, "image")
+    editor = g.node("MagicFaceAUDeltaEditor", (1080, 380), size=(340, 520))
+    g.link(neutral, "aus", editor, "source_aus")
+    g.link(smooth, "aus", editor, "target_aus")
+    decode = chunked_sampler(g, parts, identity, parse, editor, (1460, 0))
+    paste = g.node("MagicFacePasteBack", (1820, 0))
+    g.link(photo, "IMAGE", paste, "original")
+    g.link(decode, "IMAGE", paste, "edited")
+    g.link(crop, "crop", paste, "crop")
+    save_video(g, paste, driving, (1820, 400), "magicface/animated")
+    return g.workflow()
+
+
+def edit_video(defs: dict) -> dict:
+    g = Graph(defs)
+    g.node("Note", (20, -230), size=(560, 190), text=(
+        "Edit a clip: every frame keeps its pose, background and performance, and smiles more. For frame t the "
+        "identity is the reference frame, the condition is frame t's own background and jaw, and the edit is "
+        "AUs(t) + change(t) - AUs(reference); the keyframes ramp the smile in over the first 8 frames. Frames "
+        "without the face pass through; the audio is kept.\n" + VIDEO_NOTE + NOTE))
+    clip = video_input(g, (20, 0), "clip.mp4", "Clip")
+    track = g.node("MagicFaceFaceTrack", (360, 0))
+    g.link(clip, "images", track, "images")
+    g.link(clip, "fps", track, "fps")
+    parse = g.node("MagicFaceFaceParseContour", (360, 220), "Condition of every frame")
+    g.link(track, "portraits", parse, "image")
+    g.link(track, "crop", parse, "crop")
+    reference = g.node("ImageFromBatch", (360, 420), "Reference frame (identity)", batch_index=0)
+    g.link(track, "portraits", reference, "image")
+    parts = sd15_and_model(g, (20, 760))
+    identity = identity_of(g, parts, reference, "IMAGE", (720, 420))
+    aus = g.node("MagicFaceAUEstimate", (720, 0), "AUs of every frame")
+    g.link(track, "portraits", aus, "image")
+    g.link(track, "crop", aus, "crop")
+    smooth = g.node("MagicFaceAUSmooth", (720, 200))
+    g.link(aus, "aus", smooth, "aus")
+    g.link(clip, "fps", smooth, "fps")
+    reference_aus = g.node("MagicFaceAUEstimate", (720, 600), "AUs of the reference frame")
+    g.link(reference, "IMAGE", reference_aus, "image")
+    editor = g.node("MagicFaceAUDeltaEditor", (1080, 0), "Own expression + a constant change", size=(340, 520),
+                    AU6_cheek_raiser=1.0)
+    g.link(reference_aus, "aus", editor, "source_aus")
+    g.link(smooth, "aus", editor, "target_aus")
+    keyframes = g.node("MagicFaceAUKeyframes", (1080, 560), "Keyframed change", size=(340, 200),
+                       keyframes="0:AU12=0; 8:AU12=3", interpolation="smooth")
+    g.link(editor, "au_delta", keyframes, "base")
+    decode = chunked_sampler(g, parts, identity, parse, keyframes, (1460, 0))
+    paste = g.node("MagicFacePasteBack", (1820, 0))
+    g.link(clip, "images", paste, "original")
+    g.link(decode, "IMAGE", paste, "edited")
+    g.link(track, "crop", paste, "crop")
+    save_video(g, paste, clip, (1820, 400), "magicface/edited_clip")
+    return g.workflow()
+
+
 WORKFLOWS = {
     "1_edit_portrait.json": edit_portrait,
     "2_expression_transfer.json": expression_transfer,
     "3_au_sweep.json": au_sweep,
     "4_edit_then_upscale.json": edit_then_upscale,
+    "5_animate_portrait.json": animate_portrait,
+    "6_edit_video.json": edit_video,
 }
 
 

@@ -102,6 +102,10 @@ class FaceToolkit:
         box = self.face(image, face_index)  # checks the image and the index before the networks load
         return self._alignment.landmarks(image, box)
 
+    def landmarks_in_box(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        """68 points of the face in ``box`` (a box found earlier, or one followed through a clip)."""
+        return self._alignment.landmarks(image, box)
+
     def parse(self, image: np.ndarray) -> np.ndarray:
         check_image_size(image.shape[1], image.shape[0])
         return self._parser.parse(image)

@@ -78,6 +78,18 @@ def socket_inputs(definition) -> list[tuple[str, str, bool]]:
             if input_kind(spec) not in WIDGET_TYPES]
 
 
+def linked_input(definition, node, slot: int) -> tuple[str, str]:
+    """(name, type) of a node's input slot: a socket, or a widget converted to an input (``"widget"`` set)."""
+    entry = node["inputs"][slot]
+    spec = dict((name, spec) for name, spec, _ in ordered_inputs(definition))[entry["name"]]
+    return entry["name"], input_kind(spec)
+
+
+def socket_slots(node) -> list[dict]:
+    """A UI node's socket inputs, without the widgets converted to inputs."""
+    return [slot for slot in node.get("inputs", []) if "widget" not in slot]
+
+
 def to_api(workflow: dict, definitions: dict) -> dict:
     """What the frontend queues for a UI workflow: {node id: {class_type, inputs}}."""
     links = {link[0]: link for link in workflow["links"]}

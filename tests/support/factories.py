@@ -158,7 +158,7 @@ def _byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False) -> Path:
+def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False, vae_channels: int = 32) -> Path:
     """A diffusers SD 1.5 folder (vae/, text_encoder/, tokenizer/, and unet/ for training) with tiny random models."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -168,7 +168,7 @@ def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False) -> Pat
     if with_unet:
         config = {k: v for k, v in published_config("ID_enc", TINY).items() if not k.startswith("_")}
         UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
-    vae = AutoencoderKL(block_out_channels=[32, 32, 32, 32], norm_num_groups=32, latent_channels=4,
+    vae = AutoencoderKL(block_out_channels=[vae_channels] * 4, norm_num_groups=min(32, vae_channels), latent_channels=4,
                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                         layers_per_block=1)
     vae.save_pretrained(folder / "vae")
