@@ -166,7 +166,7 @@ def crop_jitter(frames_count: int = 50) -> dict:
     face = portrait(size=256)
     offset = np.array(landmark_framing(faces.landmarks_in_box(face, faces.detect(face)[0]))[:2])
     results = {}
-    cases = {"still": linear_path((120, 90), (0, 0), frames_count), 
+    cases = {"still": linear_path((120, 90), (0, 0), frames_count),
              "moving 135 px/s": linear_path((40, 40), (5, 2), frames_count)}
     for name, path in cases.items():
         frames = moving_clip(path, noise=3.0)
