@@ -93,9 +93,9 @@ class Progress:
     def __init__(self, total: int):
         self._bar = _comfy_utils.ProgressBar(total) if in_comfyui() else None
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, preview=None) -> None:
         if self._bar is not None and total > 0:
-            self._bar.update_absolute(done, total)
+            self._bar.update_absolute(done, total, preview)
 
 
 def check_interrupt() -> None:
@@ -105,14 +105,31 @@ def check_interrupt() -> None:
 
 
 def sampling_callback(total: int):
-    """A sampler callback that advances the progress bar and honours Cancel at every step."""
+    """A sampler callback ``(step, total, denoised)``: progress bar with ComfyUI's live preview of the
+    step's estimate (the user's preview setting, as KSampler), and Cancel honoured at every step."""
     progress = Progress(total)
+    preview = latent_previewer()
 
-    def callback(step: int, steps: int, latents) -> None:
-        progress.update(step, steps)
+    def callback(step: int, steps: int, denoised) -> None:
+        progress.update(step, steps, preview(denoised) if preview is not None else None)
         check_interrupt()
 
     return callback
+
+
+def latent_previewer():
+    """``unscaled SD 1.5 latents -> ComfyUI preview`` for the preview method in force (per prompt or
+    ``--preview-method``), or None when previews are off or outside ComfyUI."""
+    if not in_comfyui():
+        return None
+    import comfy.latent_formats
+    import latent_preview
+
+    latent_format = comfy.latent_formats.SD15()
+    previewer = latent_preview.get_previewer(torch_device(), latent_format)
+    if previewer is None:
+        return None
+    return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latent_format.process_in(latents))
 
 
 def download_progress():

@@ -120,8 +120,10 @@ class WebSocket:
             elif length == 127:
                 length = struct.unpack(">Q", self._exact(8))[0]
             payload = self._exact(length)
-            if first & 0x0F == 1:  # text; binary frames are previews
+            if first & 0x0F == 1:  # text: status messages
                 yield json.loads(payload)
+            elif first & 0x0F == 2:  # binary: previews
+                yield payload
 
     def close(self):
         self.sock.close()
@@ -194,6 +196,10 @@ def test_workflow_validates_against_the_server(server, workflow):
 
 def _run(server, prompt: dict, timeout: float = 900) -> dict:
     prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+    return _wait(server, prompt_id, timeout)
+
+
+def _wait(server, prompt_id: str, timeout: float = 900) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         history = server.get(f"/history/{prompt_id}")
@@ -224,6 +230,7 @@ def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
         prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
         interrupted_at = progress_at_interrupt = None
         for message in ws.messages():
+            assert isinstance(message, dict), "a preview arrived although previews are off (the server's default)"
             data = message.get("data", {})
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
@@ -243,3 +250,43 @@ def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
     assert progress_at_interrupt < 200
     history = server.get(f"/history/{prompt_id}")[prompt_id]
     assert history["status"]["status_str"] == "error"
+
+
+def _preview_image(frame: bytes):
+    """A PREVIEW_IMAGE frame (what the server sends clients that did not ask for preview metadata):
+    event 1, image type 1 (JPEG), the JPEG."""
+    from PIL import Image
+    import io
+
+    event, image_type = struct.unpack(">II", frame[:8])
+    assert (event, image_type) == (1, 1), (event, image_type)
+    return Image.open(io.BytesIO(frame[8:]))
+
+
+def test_sampler_shows_live_previews_when_the_prompt_asks_for_them(server):
+    """The per-prompt preview setting (the frontend's "Live preview method"), here latent2rgb."""
+    prompt, _ = _prepared(server, WORKFLOWS[0], steps=4)  # not 3: a cached result would not sample again
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MagicFaceKSampler")
+    client_id = uuid.uuid4().hex
+    ws = WebSocket(server.port, client_id)
+    previews, node = [], None
+    try:
+        prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id,
+                                            "extra_data": {"preview_method": "latent2rgb"}})["prompt_id"]
+        for message in ws.messages():
+            if isinstance(message, bytes):
+                previews.append((node, _preview_image(message)))
+                continue
+            data = message.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if message["type"] == "progress":
+                node = data["node"]
+            if message["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                break
+    finally:
+        ws.close()
+    assert message["type"] == "execution_success", message
+    ours = [image for at, image in previews if at == sampler_id]
+    assert len(ours) == 4, [at for at, _ in previews]
+    assert all(image.format == "JPEG" and image.size == (64, 64) for image in ours)  # latent2rgb: one pixel per latent

@@ -19,7 +19,7 @@ from .. import devices
 from ..au import NUM_AUS, RECOMMENDED_DELTA_LIMIT, AUVector
 from ..errors import AUInputError, ImageInputError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
-from .schedulers import make_scheduler
+from .schedulers import denoised_estimate, make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ class MagicFace:
         ``noise`` (N(0,1), ``[B,4,h,w]``) makes the result a deterministic function of the inputs;
         otherwise it is drawn from ``seed`` on the CPU, one draw shared by the whole batch unless
         ``per_item_noise`` (so a batch of AU variants differs only by the AUs).
-        ``callback(step, total, latents)`` runs after every step; raising from it stops sampling.
+        ``callback(step, total, denoised)`` runs after every step with the step's estimate of the
+        result (unscaled latents, as returned; what a live preview shows); raising from it stops sampling.
         """
         if steps < 1:
             raise ValueError("steps must be at least 1")
@@ -208,16 +209,17 @@ class MagicFace:
         with self._placed(self.denoiser), self.injection.bind(features.to(device, dtype)):
             for i, t in enumerate(timesteps):
                 model_in = torch.cat([latents, latents]) if guided else latents
-                model_in = scheduler.scale_model_input(model_in, t).to(dtype)
+                model_in = scheduler.scale_model_input(model_in, t)
                 eps = self._denoise(
-                    torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au
+                    torch.cat([model_in.to(dtype), cond], dim=1), t, encoder_hidden_states=text, class_labels=au
                 ).sample.to(state_dtype)
                 if guided:
                     eps_au, eps_zero = eps.chunk(2)
                     eps = eps_zero + guidance * (eps_au - eps_zero)
+                denoised = None if callback is None else denoised_estimate(scheduler, t, model_in[:batch], eps)
                 latents = scheduler.step(eps, t, latents).prev_sample
                 if callback is not None:
-                    callback(i + 1, len(timesteps), latents)
+                    callback(i + 1, len(timesteps), denoised / LATENT_SCALE)
         return latents / LATENT_SCALE
 
 
