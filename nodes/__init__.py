@@ -2,6 +2,7 @@
 
 from .au_nodes import MagicFaceAUDeltaBatch, MagicFaceAUDeltaEditor, MagicFaceAUEstimate, MagicFaceAUSweep
 from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFacePasteBack
+from .model_nodes import MagicFaceEditConditioning, MagicFaceIdentityModel
 from .models import MagicFaceModelLoader
 from .sampling import MagicFaceIDEncoder, MagicFaceKSampler
 
@@ -16,6 +17,8 @@ NODE_CLASS_MAPPINGS = {
     "MagicFaceIDEncoder": MagicFaceIDEncoder,
     "MagicFaceKSampler": MagicFaceKSampler,
     "MagicFacePasteBack": MagicFacePasteBack,
+    "MagicFaceIdentityModel": MagicFaceIdentityModel,
+    "MagicFaceEditConditioning": MagicFaceEditConditioning,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +32,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MagicFaceIDEncoder": "MagicFace ID Encoder",
     "MagicFaceKSampler": "MagicFace KSampler",
     "MagicFacePasteBack": "MagicFace Paste Back",
+    "MagicFaceIdentityModel": "MagicFace Identity MODEL",
+    "MagicFaceEditConditioning": "MagicFace Edit Conditioning",
 }

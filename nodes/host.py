@@ -85,6 +85,37 @@ class ManagedModule:
             self.module.to(torch_device())
 
 
+# --- MagicFace in ComfyUI's own UNet (the MODEL path) ---------------------------------------
+
+def comfy_unet(loaded, part: str):
+    """ComfyUI's ModelPatcher over one of the loaded model's UNets (``"denoiser"`` or ``"id_encoder"``),
+    built once per loaded model; it shares the loaded weights, ComfyUI moves and offloads them."""
+    if part not in loaded.comfy_unets:
+        from . import comfy_model
+
+        unet = loaded.model.denoiser if part == "denoiser" else loaded.model.id_encoder
+        loaded.comfy_unets[part] = comfy_model.build_patcher(unet, part == "denoiser", torch_device(), offload_device())
+    return loaded.comfy_unets[part]
+
+
+def encode_identity(loaded, id_latents: torch.Tensor, text: torch.Tensor):
+    """The ID encoder's features: in ComfyUI through its own UNet under its memory management
+    (partial loading included), elsewhere through the core."""
+    if not in_comfyui():
+        loaded.id_encoder.load()
+        return loaded.model.encode_identity(id_latents, text)
+    from . import comfy_model
+
+    return comfy_model.encode_identity(comfy_unet(loaded, "id_encoder"), id_latents, text)
+
+
+def identity_model(loaded, features):
+    """MagicFace's denoiser as a ComfyUI MODEL whose self-attentions see ``features``."""
+    from . import comfy_model
+
+    return comfy_model.with_identity(comfy_unet(loaded, "denoiser"), features)
+
+
 # --- progress and cancel ---------------------------------------------------------------------
 
 class Progress:

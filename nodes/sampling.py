@@ -29,8 +29,7 @@ class MagicFaceIDEncoder:
     def encode(self, magicface_model: LoadedMagicFace, image, vae, conditioning):
         latents = vae_encode(vae, portrait_pixels(image, "the identity image"), "the identity image")
         text = text_embeds(conditioning, magicface_model.text_dim)
-        magicface_model.id_encoder.load()
-        features = magicface_model.model.encode_identity(latents, text)
+        features = host.encode_identity(magicface_model, latents, text)
         return (features.to(host.intermediate_device()),)
 
 
