@@ -111,6 +111,11 @@ def encode_identity(loaded, id_latents: torch.Tensor, text: torch.Tensor):
 
 def identity_model(loaded, features):
     """MagicFace's denoiser as a ComfyUI MODEL whose self-attentions see ``features``."""
+    if not in_comfyui():
+        from ..magicface_core.errors import MagicFaceError
+
+        raise MagicFaceError("a ComfyUI MODEL exists only inside ComfyUI; outside it, sample with "
+                             "MagicFace.sample (magicface_core)")
     from . import comfy_model
 
     return comfy_model.with_identity(comfy_unet(loaded, "denoiser"), features)

@@ -155,7 +155,7 @@ def _prepared(server, workflow_path: Path, steps: int) -> tuple[dict, dict]:
         for (kind, widget), value in TEST_FILES.items():
             if node["class_type"] == kind:
                 node["inputs"][widget] = value
-        if node["class_type"] == "MagicFaceKSampler":
+        if node["class_type"] in ("MagicFaceKSampler", "KSampler"):
             node["inputs"]["steps"] = steps
     return prompt, definitions
 

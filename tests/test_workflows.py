@@ -19,9 +19,9 @@ def definitions(pack):
     return {**load_builtins(), **our_definitions(pack)}
 
 
-def test_the_four_workflows_are_there():
+def test_the_workflows_are_there():
     assert [p.name for p in WORKFLOWS] == ["1_edit_portrait.json", "2_expression_transfer.json", "3_au_sweep.json",
-                                           "4_edit_then_upscale.json"]
+                                           "4_edit_then_upscale.json", "7_edit_with_ksampler.json"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
