@@ -49,8 +49,8 @@ class MagicFaceFaceParseContour:
         }}
 
     def condition(self, image, parser: str):
-        toolkit = face_toolkit(parser)
-        conditions, masks = zip(*(toolkit.condition(portrait) for portrait in to_arrays(image)))
+        toolkit = face_toolkit()
+        conditions, masks = zip(*(toolkit.condition(portrait, parser=parser) for portrait in to_arrays(image)))
         return (to_image(list(conditions)), to_mask(list(masks)))
 
 

@@ -201,11 +201,21 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
     return tuple(dirs)
 
 
-def face_toolkit(parser: str = "bisenet"):
-    """The process-wide face networks, with weights under models/magicface and ComfyUI's progress bar."""
+def face_toolkit():
+    """The process-wide face networks, weights under models/magicface, ComfyUI's progress bar for downloads.
+    In ComfyUI each network is built on the offload device and brought to the GPU by ComfyUI's memory
+    management when used (so "unload models" frees it); the parser is chosen per call."""
     from ..magicface_core.faces.toolkit import shared_toolkit
 
-    toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser)
+    if in_comfyui():
+        toolkit = shared_toolkit(str(weights_root()), str(offload_device()), managed_placement)
+    else:
+        toolkit = shared_toolkit(str(weights_root()), str(torch_device()))
     toolkit.search = preprocessing_search_dirs()
     toolkit.progress = download_progress()
     return toolkit
+
+
+def managed_placement(module: torch.nn.Module):
+    """A network under ComfyUI's memory management: returns what loads it before each use."""
+    return ManagedModule(module).load

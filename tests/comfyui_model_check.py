@@ -29,17 +29,13 @@ def rel(a, b) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
-def main(comfyui_dir: str, out: str | None = None) -> dict:
+def setup(comfyui_dir: str):
+    """ComfyUI importable (CPU), then the pack imported as ComfyUI does; returns (pack, factories)."""
     sys.path.insert(0, comfyui_dir)
     os.chdir(comfyui_dir)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
-    import torch
-
-    import comfy.sample
-    import comfy.samplers
-
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("comfyui_magicface", REPO / "__init__.py",
@@ -50,12 +46,20 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     spec = importlib.util.spec_from_file_location("magicface_test_factories", REPO / "tests" / "factories.py")
     factories = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(factories)
+    return pack, factories
+
+
+def main(comfyui_dir: str, out: str | None = None) -> dict:
+    pack, factories = setup(comfyui_dir)
+    import torch
+
+    import comfy.sample
+    import comfy.samplers
+
     TINY, random_published_parts, write_published_checkpoint = (
         factories.TINY, factories.random_published_parts, factories.write_published_checkpoint)
-
     torch.manual_seed(0)
     from comfyui_magicface.magicface_core import AUVector
-    from comfyui_magicface.magicface_core.model.magicface import LATENT_SCALE
     from comfyui_magicface.nodes import host
 
     tmp = Path(tempfile.mkdtemp())

@@ -89,18 +89,30 @@ class Server:
 
 
 class WebSocket:
-    """Just enough of RFC 6455 to read ComfyUI's status messages (text frames, server to client)."""
+    """Just enough of RFC 6455 for ComfyUI's status socket and Chromium's DevTools socket."""
 
-    def __init__(self, port: int, client_id: str):
+    def __init__(self, port: int, client_id: str | None = None, path: str | None = None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        path = path or f"/ws?clientId={client_id}"
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         header = b""
         while b"\r\n\r\n" not in header:
             header += self.sock.recv(1)
         assert b" 101 " in header.split(b"\r\n")[0], header
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame (clients must mask)."""
+        payload, mask = text.encode(), os.urandom(4)
+        if len(payload) < 126:
+            head = struct.pack(">BB", 0x81, 0x80 | len(payload))
+        elif len(payload) < 1 << 16:
+            head = struct.pack(">BBH", 0x81, 0x80 | 126, len(payload))
+        else:
+            head = struct.pack(">BBQ", 0x81, 0x80 | 127, len(payload))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def _exact(self, n: int) -> bytes:
         data = b""
@@ -290,3 +302,71 @@ def test_sampler_shows_live_previews_when_the_prompt_asks_for_them(server):
     ours = [image for at, image in previews if at == sampler_id]
     assert len(ours) == 4, [at for at, _ in previews]
     assert all(image.format == "JPEG" and image.size == (64, 64) for image in ours)  # latent2rgb: one pixel per latent
+
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+class Browser:
+    """Headless Chromium on ComfyUI's page, driven through the DevTools protocol."""
+
+    def __init__(self, url: str, profile: Path):
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--remote-debugging-port=0", f"--user-data-dir={profile}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        port = None
+        for line in self.process.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+            if "DevTools listening on" in line:
+                port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+                break
+        assert port, "Chromium did not open its DevTools port"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
+            page = next(t for t in json.loads(response.read()) if t["type"] == "page")
+        self.ws = WebSocket(port, path=page["webSocketDebuggerUrl"].split(str(port), 1)[1])
+        self._id = 0
+
+    def evaluate(self, expression: str):
+        """Run JavaScript in the page (awaiting a promise) and return its JSON value."""
+        self._id += 1
+        self.ws.send_text(json.dumps({"id": self._id, "method": "Runtime.evaluate", "params": {
+            "expression": expression, "awaitPromise": True, "returnByValue": True}}))
+        for message in self.ws.messages():
+            if isinstance(message, dict) and message.get("id") == self._id:
+                result = message["result"]
+                assert "exceptionDetails" not in result, result["exceptionDetails"]
+                return result["result"].get("value")
+
+    def close(self):
+        self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    if not CHROMIUM:
+        pytest.skip("no Chromium on this machine: the frontend's graphToPrompt check needs one")
+    browser = Browser(server.url, tmp_path_factory.mktemp("chromium-profile"))
+    deadline = time.time() + 180
+    while not browser.evaluate("!!(window.app && window.app.graph && window.app.graphToPrompt)"):
+        assert time.time() < deadline, "ComfyUI's frontend did not start in Chromium"
+        time.sleep(1)
+    yield browser
+    browser.close()
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_the_frontend_queues_what_we_convert(browser, server, workflow):
+    """ComfyUI's own frontend loads the workflow and builds the prompt it would queue (graphToPrompt):
+    the same prompt as tests/comfy_graph.to_api, which the other tests send."""
+    graph = workflow.read_text()
+    output = browser.evaluate(f"(async () => {{ await window.app.loadGraphData({graph}); "
+                              "return (await window.app.graphToPrompt()).output; }})()")
+    theirs = {key: {"class_type": node["class_type"], "inputs": node["inputs"]} for key, node in output.items()}
+    assert theirs == to_api(json.loads(graph), server.get("/object_info"))

@@ -83,7 +83,9 @@ def _import_face_alignment():
 
 
 class FaceAlignmentBackend:
-    """S3FD face boxes and 2D-FAN landmarks (68 points, image pixel coordinates)."""
+    """S3FD face boxes and 2D-FAN landmarks (68 points, image pixel coordinates).
+
+    Each network runs wherever its weights are at call time, so a memory manager may move them."""
 
     def __init__(self, detector_path, fan_path, device: torch.device | str = "cpu"):
         SFDDetector, FAN, crop, flip, get_preds_fromhm = _import_face_alignment()
@@ -103,6 +105,7 @@ class FaceAlignmentBackend:
             from ..imaging import resize
 
             small = resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))))
+        self.detector.device = str(next(self.detector.face_detector.parameters()).device)
         boxes = [FaceBox(*map(float, b[:4]), float(b[4])) for b in self.detector.detect_from_image(small.copy())]
         return largest_first([b.scaled(1.0 / scale) for b in boxes])
 
@@ -114,7 +117,7 @@ class FaceAlignmentBackend:
         center = np.array([box.center[0], box.center[1] - box.height * CENTER_Y_OFFSET])
         scale = (box.width + box.height) / self.detector.reference_scale
         patch = self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
-        patch = torch.from_numpy(patch)[None].to(self.device)
+        patch = torch.from_numpy(patch)[None].to(next(self.fan.parameters()).device)
         heatmaps = _last_stack(self.fan(patch))
         heatmaps += self._flip(_last_stack(self.fan(self._flip(patch))), is_label=True)  # test-time flip, as upstream
         _, points, _ = self._get_preds(heatmaps.cpu().float().numpy(), center, scale)
