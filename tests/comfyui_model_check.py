@@ -127,6 +127,18 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     # KSampler's ddim_uniform ends at sigma 0, i.e. at the last step's estimate of the clean latent.
     results["ddim_ksampler_vs_core_last_estimate"] = rel(comfy_out, estimates[-1])
     results["ddim_ksampler_vs_core_output"] = rel(comfy_out, core_out)
+    # 4. SamplerCustomAdvanced's parts (CFGGuider + a sampler + sigmas): euler on the same sigmas is KSampler's ddim;
+    # dpmpp_2m on karras sigmas just has to run to a finite result.
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(guidance)
+    custom = guider.sample(noise, latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=0,
+                           disable_pbar=True)
+    results["custom_advanced_euler_vs_ksampler_ddim"] = rel(custom, comfy_out)
+    karras = comfy.samplers.calculate_sigmas(base.model_sampling, "karras", steps)
+    other = guider.sample(noise, latent["samples"], comfy.samplers.sampler_object("dpmpp_2m"), karras, seed=0,
+                          disable_pbar=True)
+    results["custom_advanced_dpmpp_2m_karras_finite"] = bool(torch.isfinite(other).all())
     results["ddim_start_scale"] = float(s / (1 + s ** 2).sqrt())
     results["ddim_sigmas"] = [round(float(v), 5) for v in sigmas]
 

@@ -42,3 +42,8 @@ def test_ksampler_ddim_edit_lands_on_the_cores_ddim(figures):
     # one step short of it, at the smallest training sigma: KSampler's result is the core's last clean estimate.
     assert figures["ddim_ksampler_vs_core_last_estimate"] < 1e-3
     assert figures["ddim_sigmas"][-1] == 0.0
+
+
+def test_sampler_custom_advanced_parts_sample_the_model(figures):
+    assert figures["custom_advanced_euler_vs_ksampler_ddim"] < 1e-6  # KSampler's ddim is euler on these sigmas
+    assert figures["custom_advanced_dpmpp_2m_karras_finite"]
