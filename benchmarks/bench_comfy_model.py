@@ -9,7 +9,9 @@ Both paths share one random checkpoint in the published format (``sd15``: SD 1.5
 CPU, AU guidance 3 (two UNet rows per edit), DDIM. Core: ``MagicFace.sample``. MODEL: ComfyUI's
 ``comfy.sample.sample`` (what KSampler calls), ``ddim`` + ``ddim_uniform``. The ID encoder is
 run once before either and is not timed; per step = sampling time / steps (best of ``--repeat``).
-Prints one Markdown table row.
+``--attention``: ComfyUI's CPU default (sub-quadratic attention) or PyTorch's SDPA (what the core
+uses). Prints one Markdown table row (size, batch, attention, steps, core ms/step, MODEL ms/step,
+ratio, setup).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--attention", choices=["comfy-default", "pytorch"], default="comfy-default",
+                        help="ComfyUI's attention: its CPU default (sub-quadratic) or "
+                             "--use-pytorch-cross-attention (SDPA, what the core uses)")
     args = parser.parse_args()
 
     import importlib.util
@@ -38,7 +43,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("comfyui_model_check", REPO / "tests" / "comfyui_model_check.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
-    pack, factories = check.setup(args.comfyui_dir)
+    pack, factories = check.setup(args.comfyui_dir, pytorch_attention=args.attention == "pytorch")
 
     import torch
 
@@ -80,7 +85,7 @@ def main() -> None:
         model_step = timed(lambda: comfy.sample.sample(model, noise, args.steps, 3.0, "ddim", "ddim_uniform",
                                                        positive, negative, latent["samples"], disable_pbar=True,
                                                        seed=0))
-    print(f"| {args.size} | {args.batch} | float32 | {args.steps} | {core_step * 1000:.0f} | {model_step * 1000:.0f} "
+    print(f"| {args.size} | {args.batch} | {args.attention} | {args.steps} | {core_step * 1000:.0f} | {model_step * 1000:.0f} "
           f"| {model_step / core_step:.3f} | torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads |")
 

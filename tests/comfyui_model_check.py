@@ -29,13 +29,15 @@ def rel(a, b) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
-def setup(comfyui_dir: str):
-    """ComfyUI importable (CPU), then the pack imported as ComfyUI does; returns (pack, factories)."""
+def setup(comfyui_dir: str, pytorch_attention: bool = False):
+    """ComfyUI importable (CPU; ``pytorch_attention``: as ``--use-pytorch-cross-attention``), then the
+    pack imported as ComfyUI does; returns (pack, factories)."""
     sys.path.insert(0, comfyui_dir)
     os.chdir(comfyui_dir)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
+    comfy.cli_args.args.use_pytorch_cross_attention = pytorch_attention
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("comfyui_magicface", REPO / "__init__.py",
