@@ -96,6 +96,7 @@ def build_patcher(unet: torch.nn.Module, denoiser: bool, load_device, offload_de
     if unmapped:
         raise CheckpointError(f"no place in ComfyUI's UNet for {', '.join(unmapped[:5])}")
     state = {mapping[k]: v for k, v in source.items()}
+    model.diffusion_model.requires_grad_(False)  # inference only; and the loaded tensors may be inference tensors
     missing, unexpected = model.diffusion_model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise CheckpointError(f"ComfyUI's UNet does not match MagicFace's: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -165,8 +166,10 @@ class IdentityAttention:
     def _identity_kv(self, like: torch.Tensor):
         attn = self.block.attn1
         weight = attn.to_k.weight
-        key = (like.device, like.dtype, weight.data_ptr(), weight._version)
-        if self._kv_for != key:  # once per placement of the weights (and after any patch of them)
+        # Once per placement of the weights; a patch (LoRA) sets new weight tensors. (No version counter:
+        # ComfyUI loads under inference mode, whose tensors have none.)
+        key = (like.device, like.dtype, id(weight), weight.data_ptr())
+        if self._kv_for != key:
             normed = self.block.norm1(self.tokens.to(like.device, like.dtype))
             self._kv, self._kv_for = (attn.to_k(normed), attn.to_v(normed)), key
         return self._kv

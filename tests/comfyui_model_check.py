@@ -71,7 +71,8 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     from comfyui_magicface.magicface_core import MagicFace
     from comfyui_magicface.nodes.types import LoadedMagicFace
 
-    core = MagicFace.from_pretrained(tmp / "magicface", device="cpu", dtype=torch.float32)
+    with torch.inference_mode():  # as ComfyUI runs its loader node: the weights are inference tensors
+        core = MagicFace.from_pretrained(tmp / "magicface", device="cpu", dtype=torch.float32)
     loaded = LoadedMagicFace(core, host.ManagedModule(core.denoiser), host.ManagedModule(core.id_encoder), "tiny")
     results = {}
 
