@@ -302,7 +302,8 @@ def test_sampler_shows_live_previews_when_the_prompt_asks_for_them(server):
     assert message["type"] == "execution_success", message
     ours = [image for at, image in previews if at == sampler_id]
     assert len(ours) == 4, [at for at, _ in previews]
-    assert all(image.format == "JPEG" and image.size == (64, 64) for image in ours)  # latent2rgb: one pixel per latent
+    # latent2rgb makes one pixel per latent (64x64); the server scales previews to --preview-size (512)
+    assert all(image.format == "JPEG" and image.size == (512, 512) for image in ours), [i.size for i in ours]
 
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
