@@ -2,6 +2,7 @@
 
 from .au_nodes import MagicFaceAUDeltaBatch, MagicFaceAUDeltaEditor, MagicFaceAUEstimate, MagicFaceAUSweep
 from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFacePasteBack
+from .model_nodes import MagicFaceEditConditioning, MagicFaceIdentityModel
 from .models import MagicFaceModelLoader
 from .sampling import MagicFaceIDEncoder, MagicFaceKSampler
 from .video_nodes import MagicFaceAUKeyframes, MagicFaceAUSmooth, MagicFaceFaceTrack
@@ -20,6 +21,8 @@ NODE_CLASS_MAPPINGS = {
     "MagicFaceFaceTrack": MagicFaceFaceTrack,
     "MagicFaceAUSmooth": MagicFaceAUSmooth,
     "MagicFaceAUKeyframes": MagicFaceAUKeyframes,
+    "MagicFaceIdentityModel": MagicFaceIdentityModel,
+    "MagicFaceEditConditioning": MagicFaceEditConditioning,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -36,4 +39,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MagicFaceFaceTrack": "MagicFace Face Track (video)",
     "MagicFaceAUSmooth": "MagicFace AU Smooth (video)",
     "MagicFaceAUKeyframes": "MagicFace AU Keyframes (video)",
+    "MagicFaceIdentityModel": "MagicFace Identity MODEL",
+    "MagicFaceEditConditioning": "MagicFace Edit Conditioning",
 }

@@ -62,12 +62,12 @@ class MagicFaceFaceParseContour:
                      **dict([JAW_INPUT, DETECTOR_INPUT])}}
 
     def condition(self, image, parser: str, crop=None, jaw: str = "3dmm", detector: str = "face_alignment"):
-        toolkit = face_toolkit(parser, detector, jaw)
+        toolkit = face_toolkit(detector, jaw)
         portraits = to_arrays(image, "the portrait")
         if crop is not None and len(crop) != len(portraits):
             raise ImageInputError(f"{len(portraits)} portraits but {len(crop)} crops")
         results = [
-            toolkit.condition(portrait) if crop is None or crop[i] is not None
+            toolkit.condition(portrait, parser=parser) if crop is None or crop[i] is not None
             else (portrait, np.zeros(portrait.shape[:2], dtype=bool))
             for i, portrait in enumerate(portraits)
         ]

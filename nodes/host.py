@@ -85,6 +85,41 @@ class ManagedModule:
             self.module.to(torch_device())
 
 
+# --- MagicFace in ComfyUI's own UNet (the MODEL path) ---------------------------------------
+
+def comfy_unet(loaded, part: str):
+    """ComfyUI's ModelPatcher over one of the loaded model's UNets (``"denoiser"`` or ``"id_encoder"``),
+    built once per loaded model; it shares the loaded weights, ComfyUI moves and offloads them."""
+    if part not in loaded.comfy_unets:
+        from . import comfy_model
+
+        unet = loaded.model.denoiser if part == "denoiser" else loaded.model.id_encoder
+        loaded.comfy_unets[part] = comfy_model.build_patcher(unet, part == "denoiser", torch_device(), offload_device())
+    return loaded.comfy_unets[part]
+
+
+def encode_identity(loaded, id_latents: torch.Tensor, text: torch.Tensor):
+    """The ID encoder's features: in ComfyUI through its own UNet under its memory management
+    (partial loading included), elsewhere through the core."""
+    if not in_comfyui():
+        return loaded.encode_identity(id_latents, text)
+    from . import comfy_model
+
+    return comfy_model.encode_identity(comfy_unet(loaded, "id_encoder"), id_latents, text)
+
+
+def identity_model(loaded, features):
+    """MagicFace's denoiser as a ComfyUI MODEL whose self-attentions see ``features``."""
+    if not in_comfyui():
+        from ..magicface_core.errors import MagicFaceError
+
+        raise MagicFaceError("a ComfyUI MODEL exists only inside ComfyUI; outside it, sample with "
+                             "MagicFace.sample (magicface_core)")
+    from . import comfy_model
+
+    return comfy_model.with_identity(comfy_unet(loaded, "denoiser"), features)
+
+
 # --- progress and cancel ---------------------------------------------------------------------
 
 class Progress:
@@ -93,9 +128,9 @@ class Progress:
     def __init__(self, total: int):
         self._bar = _comfy_utils.ProgressBar(total) if in_comfyui() else None
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, preview=None) -> None:
         if self._bar is not None and total > 0:
-            self._bar.update_absolute(done, total)
+            self._bar.update_absolute(done, total, preview)
 
 
 def check_interrupt() -> None:
@@ -105,14 +140,31 @@ def check_interrupt() -> None:
 
 
 def sampling_callback(total: int):
-    """A sampler callback that advances the progress bar and honours Cancel at every step."""
+    """A sampler callback ``(step, total, denoised)``: progress bar with ComfyUI's live preview of the
+    step's estimate (the user's preview setting, as KSampler), and Cancel honoured at every step."""
     progress = Progress(total)
+    preview = latent_previewer()
 
-    def callback(step: int, steps: int, latents) -> None:
-        progress.update(step, steps)
+    def callback(step: int, steps: int, denoised) -> None:
+        progress.update(step, steps, preview(denoised) if preview is not None else None)
         check_interrupt()
 
     return callback
+
+
+def latent_previewer():
+    """``unscaled SD 1.5 latents -> ComfyUI preview`` for the preview method in force (per prompt or
+    ``--preview-method``), or None when previews are off or outside ComfyUI."""
+    if not in_comfyui():
+        return None
+    import comfy.latent_formats
+    import latent_preview
+
+    latent_format = comfy.latent_formats.SD15()
+    previewer = latent_preview.get_previewer(torch_device(), latent_format)
+    if previewer is None:
+        return None
+    return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latent_format.process_in(latents))
 
 
 def download_progress():
@@ -148,11 +200,21 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
     return tuple(dirs)
 
 
-def face_toolkit(parser: str = "bisenet", detector: str = "face_alignment", jaw: str = "3dmm"):
-    """The process-wide face networks, with weights under models/magicface and ComfyUI's progress bar."""
+def face_toolkit(detector: str = "face_alignment", jaw: str = "3dmm"):
+    """The process-wide face networks, weights under models/magicface, ComfyUI's progress bar for downloads.
+    In ComfyUI each network is built on the offload device and brought to the GPU by ComfyUI's memory
+    management when used (so "unload models" frees it); the parser is chosen per call."""
     from ..magicface_core.faces.toolkit import shared_toolkit
 
-    toolkit = shared_toolkit(str(weights_root()), str(torch_device()), parser, detector, jaw)
+    if in_comfyui():
+        toolkit = shared_toolkit(str(weights_root()), str(offload_device()), detector, jaw, managed_placement)
+    else:
+        toolkit = shared_toolkit(str(weights_root()), str(torch_device()), detector, jaw)
     toolkit.search = preprocessing_search_dirs()
     toolkit.progress = download_progress()
     return toolkit
+
+
+def managed_placement(module: torch.nn.Module):
+    """A network under ComfyUI's memory management: returns what loads it before each use."""
+    return ManagedModule(module).load

@@ -33,7 +33,7 @@ class MagicFaceIDEncoder:
     def encode(self, magicface_model: LoadedMagicFace, image, vae, conditioning):
         latents = vae_encode(vae, portrait_pixels(image, "the identity image"), "the identity image")
         text = text_embeds(conditioning, magicface_model.text_dim)
-        features = magicface_model.encode_identity(latents, text)
+        features = host.encode_identity(magicface_model, latents, text)
         return (features.to(host.intermediate_device()),)
 
 
@@ -83,7 +83,7 @@ class MagicFaceKSampler:
                            ("identities", identity.batch_size)):
             if size not in (1, batch):
                 raise ImageInputError(f"{size} {name} for a batch of {batch}; give 1 or {batch}")
-        progress = host.Progress(batch * steps)  # frames x steps
+        progress = host.sampling_callback(batch * steps)  # frames x steps, with live previews and Cancel
         noise = _start_noise(seed, batch, noise_per_edit)
         chunks = []
         for start in range(0, batch, frames_per_chunk):
@@ -92,9 +92,8 @@ class MagicFaceKSampler:
             cond = condition if condition.shape[0] == 1 else condition[rows]
             cond_latents = vae_encode(vae, portrait_pixels(cond, "the condition image"), "the condition image")
 
-            def step(i: int, n: int, _latents, done=start * steps, count=count) -> None:
-                progress.update(done + i * count, batch * steps)
-                host.check_interrupt()
+            def step(i: int, n: int, denoised, done=start * steps, count=count) -> None:
+                progress(done + i * count, batch * steps, denoised)
 
             latents = magicface_model.sample(
                 identity if identity.batch_size == 1 else identity.select(rows), cond_latents,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..magicface_core import MagicFace
 from .host import ManagedModule
@@ -11,6 +11,7 @@ MAGICFACE_MODEL = "MAGICFACE_MODEL"  # LoadedMagicFace
 MAGICFACE_ID = "MAGICFACE_ID"  # magicface_core.IdentityFeatures
 AU_VECTOR = "AU_VECTOR"  # magicface_core.AUVector of absolute intensities (0..5), one row per image
 AU_DELTA = "AU_DELTA"  # magicface_core.AUVector of variations, one row per edit
+AU_KEY = "magicface_au"  # the CONDITIONING entry holding AU rows [B, 12] for the MagicFace MODEL
 MAGICFACE_CROP = "MAGICFACE_CROP"  # tuple of magicface_core.faces.crop.CropTransform, one per image
 
 CATEGORY = "MagicFace"
@@ -24,6 +25,7 @@ class LoadedMagicFace:
     denoiser: ManagedModule
     id_encoder: ManagedModule
     name: str
+    comfy_unets: dict = field(default_factory=dict, repr=False)  # ComfyUI ModelPatchers, built on first use
 
     @property
     def text_dim(self) -> int:

@@ -89,18 +89,31 @@ class Server:
 
 
 class WebSocket:
-    """Just enough of RFC 6455 to read ComfyUI's status messages (text frames, server to client)."""
+    """Just enough of RFC 6455 for ComfyUI's status socket and Chromium's DevTools socket."""
 
-    def __init__(self, port: int, client_id: str):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    def __init__(self, port: int, client_id: str | None = None, path: str | None = None):
+        # Long silences are normal: a node (face detection on a slow machine) sends nothing while it runs.
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=900)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        path = path or f"/ws?clientId={client_id}"
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         header = b""
         while b"\r\n\r\n" not in header:
             header += self.sock.recv(1)
         assert b" 101 " in header.split(b"\r\n")[0], header
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame (clients must mask)."""
+        payload, mask = text.encode(), os.urandom(4)
+        if len(payload) < 126:
+            head = struct.pack(">BB", 0x81, 0x80 | len(payload))
+        elif len(payload) < 1 << 16:
+            head = struct.pack(">BBH", 0x81, 0x80 | 126, len(payload))
+        else:
+            head = struct.pack(">BBQ", 0x81, 0x80 | 127, len(payload))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def _exact(self, n: int) -> bytes:
         data = b""
@@ -120,8 +133,10 @@ class WebSocket:
             elif length == 127:
                 length = struct.unpack(">Q", self._exact(8))[0]
             payload = self._exact(length)
-            if first & 0x0F == 1:  # text; binary frames are previews
+            if first & 0x0F == 1:  # text: status messages
                 yield json.loads(payload)
+            elif first & 0x0F == 2:  # binary: previews
+                yield payload
 
     def close(self):
         self.sock.close()
@@ -159,7 +174,7 @@ def _prepared(server, workflow_path: Path, steps: int) -> tuple[dict, dict]:
         for (kind, widget), value in TEST_FILES.items():
             if node["class_type"] == kind:
                 node["inputs"][widget] = value
-        if node["class_type"] == "MagicFaceKSampler":
+        if node["class_type"] in ("MagicFaceKSampler", "KSampler"):
             node["inputs"]["steps"] = steps
         if node["class_type"] == "MagicFaceFaceParseContour":
             # Random 2D-FAN weights put landmarks anywhere, and the 3DMM fit refuses five points far off
@@ -245,6 +260,7 @@ def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
         prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
         interrupted_at = progress_at_interrupt = None
         for message in ws.messages():
+            assert isinstance(message, dict), "a preview arrived although previews are off (the server's default)"
             data = message.get("data", {})
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
@@ -264,3 +280,112 @@ def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
     assert progress_at_interrupt < 200
     history = _history(server, prompt_id, timeout=60)
     assert history["status"]["status_str"] == "error"
+
+
+def _preview_image(frame: bytes):
+    """A PREVIEW_IMAGE frame (what the server sends clients that did not ask for preview metadata):
+    event 1, image type 1 (JPEG), the JPEG."""
+    from PIL import Image
+    import io
+
+    event, image_type = struct.unpack(">II", frame[:8])
+    assert (event, image_type) == (1, 1), (event, image_type)
+    return Image.open(io.BytesIO(frame[8:]))
+
+
+def test_sampler_shows_live_previews_when_the_prompt_asks_for_them(server):
+    """The per-prompt preview setting (the frontend's "Live preview method"), here latent2rgb."""
+    prompt, _ = _prepared(server, WORKFLOWS[0], steps=4)  # not 3: a cached result would not sample again
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MagicFaceKSampler")
+    client_id = uuid.uuid4().hex
+    ws = WebSocket(server.port, client_id)
+    previews, node = [], None
+    try:
+        prompt_id = server.post("/prompt", {"prompt": prompt, "client_id": client_id,
+                                            "extra_data": {"preview_method": "latent2rgb"}})["prompt_id"]
+        for message in ws.messages():
+            if isinstance(message, bytes):
+                previews.append((node, _preview_image(message)))
+                continue
+            data = message.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if message["type"] == "progress":
+                node = data["node"]
+            if message["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                break
+    finally:
+        ws.close()
+    assert message["type"] == "execution_success", message
+    ours = [image for at, image in previews if at == sampler_id]
+    assert len(ours) == 4, [at for at, _ in previews]
+    # latent2rgb makes one pixel per latent (64x64); the server scales previews to --preview-size (512)
+    assert all(image.format == "JPEG" and image.size == (512, 512) for image in ours), [i.size for i in ours]
+
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+class Browser:
+    """Headless Chromium on ComfyUI's page, driven through the DevTools protocol."""
+
+    def __init__(self, url: str, profile: Path):
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--remote-debugging-port=0", f"--user-data-dir={profile}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        port = None
+        for line in self.process.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+            if "DevTools listening on" in line:
+                port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+                break
+        assert port, "Chromium did not open its DevTools port"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
+            page = next(t for t in json.loads(response.read()) if t["type"] == "page")
+        self.ws = WebSocket(port, path=page["webSocketDebuggerUrl"].split(str(port), 1)[1])
+        self._id = 0
+
+    def evaluate(self, expression: str):
+        """Run JavaScript in the page (awaiting a promise) and return its JSON value."""
+        self._id += 1
+        self.ws.send_text(json.dumps({"id": self._id, "method": "Runtime.evaluate", "params": {
+            "expression": expression, "awaitPromise": True, "returnByValue": True}}))
+        for message in self.ws.messages():
+            if isinstance(message, dict) and message.get("id") == self._id:
+                result = message["result"]
+                assert "exceptionDetails" not in result, result["exceptionDetails"]
+                return result["result"].get("value")
+
+    def close(self):
+        self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):
+    if not CHROMIUM:
+        pytest.skip("no Chromium on this machine: the frontend's graphToPrompt check needs one")
+    browser = Browser(server.url, tmp_path_factory.mktemp("chromium-profile"))
+    deadline = time.time() + 180
+    while not browser.evaluate("!!(window.app && window.app.graph && window.app.graphToPrompt)"):
+        assert time.time() < deadline, "ComfyUI's frontend did not start in Chromium"
+        time.sleep(1)
+    yield browser
+    browser.close()
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_the_frontend_queues_what_we_convert(browser, server, workflow):
+    """ComfyUI's own frontend loads the workflow and builds the prompt it would queue (graphToPrompt):
+    the same prompt as tests/comfy_graph.to_api, which the other tests send."""
+    graph = workflow.read_text()
+    output = browser.evaluate(f"(async () => {{ await window.app.loadGraphData({graph}); "
+                              f"return (await window.app.graphToPrompt()).output; }})()")
+    theirs = {key: {"class_type": node["class_type"], "inputs": node["inputs"]} for key, node in output.items()}
+    assert theirs == to_api(json.loads(graph), server.get("/object_info"))

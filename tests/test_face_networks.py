@@ -98,3 +98,34 @@ def test_no_face_is_a_clear_error(toolkit, monkeypatch):
     for call in (toolkit.crop, toolkit.landmarks, toolkit.condition):
         with pytest.raises(NoFaceError, match="no face found"):
             call(blank)
+
+
+def test_every_network_goes_through_the_placement_before_each_use(tmp_path, monkeypatch):
+    """What ComfyUI's memory management hooks into: each network is registered once and loaded before each use."""
+    registered, loads = [], []
+
+    def placement(module):
+        registered.append(module)
+        return lambda: loads.append(module)
+
+    toolkit = FaceToolkit(write_face_weights(tmp_path), "cpu", jaw="2d", placement=placement)
+    image = _portrait()
+    box = FaceBox(140, 130, 372, 420)
+    toolkit.detect(image)
+    monkeypatch.setattr(toolkit._alignment, "detect", lambda img: [box])
+    toolkit.condition(image)
+    toolkit.condition(image)
+    toolkit.estimate_aus([image])
+    detector, fan = toolkit._alignment.detector.face_detector, toolkit._alignment.fan
+    bisenet, libreface = toolkit._parsers["bisenet"].model, toolkit._au_estimator.model
+    assert [id(m) for m in registered] == [id(m) for m in (detector, bisenet, fan, libreface)]
+    condition = (bisenet, detector, fan)  # parse, find the face, landmarks
+    expected = (detector, *condition, *condition, detector, fan, libreface)
+    names = {id(detector): "detector", id(fan): "fan", id(bisenet): "bisenet", id(libreface): "libreface"}
+    assert [names[id(m)] for m in loads] == [names[id(m)] for m in expected]
+
+
+def test_the_parser_is_chosen_per_call(toolkit):
+    with pytest.raises(ValueError, match="unknown face parser 'nope'"):
+        toolkit.parse(np.zeros((512, 512, 3), np.uint8), parser="nope")
+    assert toolkit.parser_name == "bisenet"  # nothing shared changed

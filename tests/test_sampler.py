@@ -220,3 +220,22 @@ def test_an_edit_nested_in_a_callback_changes_neither_edit(tiny_model):
     outer = tiny_model.sample(features, inputs["cond_latents"], AUVector.from_dict({"AU12": 2}),
                               inputs["text_embeds"], steps=6, noise=inputs["noise"], callback=nested)
     assert torch.equal(outer, expected[7]) and torch.equal(inner[8], expected[8])
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "euler_karras"])
+def test_denoised_estimate_is_the_schedulers_own_prediction_of_the_clean_latents(name):
+    """What the callback (and so the live preview) shows: checked against the schedulers that report it."""
+    from magicface_core.model.schedulers import denoised_estimate, make_scheduler
+
+    scheduler = make_scheduler(name)
+    scheduler.set_timesteps(6)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 8, 8, generator=generator) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(latents, t)
+        eps = torch.randn(1, 4, 8, 8, generator=generator)
+        estimate = denoised_estimate(scheduler, t, model_input, eps)
+        out = scheduler.step(eps, t, latents)
+        torch.testing.assert_close(estimate, out.pred_original_sample, rtol=1e-5, atol=1e-5)
+        latents = out.prev_sample
+

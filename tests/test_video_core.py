@@ -9,7 +9,7 @@ from magicface_core.video.io import VideoFile, write_video
 from magicface_core.video.keyframes import ExpressionChange, interpolate_keyframes
 from magicface_core.video.smoothing import fill_gaps, smooth_aus, smooth_series
 from magicface_core.video.tracking import landmark_framing, track_faces, TrackSettings
-from tests.dlib_faces import DlibFaces
+from magicface_core.faces.toolkit import FaceToolkit
 from tests.support.video_clips import audio_packets, linear_path, moving_clip, place, portrait, write_clip
 
 
@@ -80,8 +80,9 @@ def test_au_smoothing_keeps_a_constant_and_fills_gaps():
 # --- tracking with dlib ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dlib_faces():
-    return DlibFaces()
+def dlib_faces(tmp_path_factory):
+    """The library's dlib backend: real detection and landmarks, no weights to download."""
+    return FaceToolkit(tmp_path_factory.mktemp("faces"), "cpu", detector="dlib")
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_round_trip_keeps_audio_frame_count_and_fps(tmp_path):
     assert np.abs(first - frames[0]).mean() < 3  # H.264 at crf 18
 
 
-def test_unreadable_and_empty_videos_get_clear_messages(tmp_path):
+def test_unreadable_and_empty_videos_get_clear_messages(tmp_path, dlib_faces):
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(VideoInputError, match="cannot read the video"):
         VideoFile(tmp_path / "text.mp4")
@@ -167,7 +168,7 @@ def test_unreadable_and_empty_videos_get_clear_messages(tmp_path):
         write_video(tmp_path / "out.mp4", [], 25)
     assert not any(p.name.startswith((".out", "out")) for p in tmp_path.iterdir())
     with pytest.raises(VideoInputError, match="the clip has no frames"):
-        track_faces([], DlibFaces(), fps=25)
+        track_faces([], dlib_faces, fps=25)
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):

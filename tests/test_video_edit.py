@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from magicface_core import MagicFace
+from magicface_core.faces.toolkit import FaceToolkit
+
 from magicface_core.au import AUVector
 from magicface_core.cli import main
 from magicface_core.edit import EditSettings
@@ -14,7 +15,6 @@ from magicface_core.model.sd15 import load_sd15
 from magicface_core.video.edit import VideoSettings, animate_portrait, edit_clip
 from magicface_core.video.io import VideoFile
 from magicface_core.video.keyframes import ExpressionChange
-from tests.dlib_faces import dlib_toolkit
 from tests.support.factories import write_face_weights, write_tiny_sd15
 from tests.support.video_clips import audio_packets, linear_path, moving_clip, portrait, write_clip
 
@@ -28,7 +28,7 @@ def face_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces(face_weights):
-    return dlib_toolkit(face_weights)
+    return FaceToolkit(face_weights, "cpu", detector="dlib", jaw="2d")
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,10 @@ def definitions(pack):
     return {**load_builtins(), **our_definitions(pack)}
 
 
-def test_the_six_workflows_are_there():
+def test_the_workflows_are_there():
     assert [p.name for p in WORKFLOWS] == ["1_edit_portrait.json", "2_expression_transfer.json", "3_au_sweep.json",
-                                           "4_edit_then_upscale.json", "5_animate_portrait.json", "6_edit_video.json"]
+                                           "4_edit_then_upscale.json", "5_animate_portrait.json", "6_edit_video.json",
+                                           "7_edit_with_ksampler.json"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

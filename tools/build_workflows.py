@@ -333,6 +333,36 @@ def edit_video(defs: dict) -> dict:
     return g.workflow()
 
 
+def edit_with_ksampler(defs: dict) -> dict:
+    g = Graph(defs)
+    front = shared_front(g, "00381.png", "The same edit with ComfyUI's own KSampler: MagicFace Identity MODEL makes "
+                                         "MagicFace's denoiser a MODEL that keeps the identity; MagicFace Edit "
+                                         "Conditioning gives positive (the AUs) / negative (no change) and the "
+                                         "latent. cfg is the AU guidance (1.5-3.5); any sampler and scheduler "
+                                         "work, e.g. dpmpp_2m + karras at 25 steps.\n" + NOTE)
+    editor = g.node("MagicFaceAUDeltaEditor", (720, 180), size=(340, 520),
+                    AU6_cheek_raiser=2.0, AU12_lip_corner_puller=3.0)
+    model = g.node("MagicFaceIdentityModel", (1100, 0))
+    g.link(front["model"], "magicface_model", model, "magicface_model")
+    g.link(front["identity"], "identity", model, "identity")
+    conditioning = g.node("MagicFaceEditConditioning", (1100, 140))
+    g.link(front["prompt"], "CONDITIONING", conditioning, "conditioning")
+    g.link(front["parse"], "condition", conditioning, "condition")
+    g.link(front["checkpoint"], "VAE", conditioning, "vae")
+    g.link(editor, "au_delta", conditioning, "au_delta")
+    ksampler = g.node("KSampler", (1460, 0), size=(320, 330), seed=42, steps=25, cfg=3.0,
+                      sampler_name="dpmpp_2m", scheduler="karras")
+    g.link(model, "model", ksampler, "model")
+    g.link(conditioning, "positive", ksampler, "positive")
+    g.link(conditioning, "negative", ksampler, "negative")
+    g.link(conditioning, "latent", ksampler, "latent_image")
+    decode = g.node("VAEDecode", (1820, 0))
+    g.link(ksampler, "LATENT", decode, "samples")
+    g.link(front["checkpoint"], "VAE", decode, "vae")
+    paste_and_save(g, front, decode, (1820, 160), "magicface/edit_ksampler")
+    return g.workflow()
+
+
 WORKFLOWS = {
     "1_edit_portrait.json": edit_portrait,
     "2_expression_transfer.json": expression_transfer,
@@ -340,6 +370,7 @@ WORKFLOWS = {
     "4_edit_then_upscale.json": edit_then_upscale,
     "5_animate_portrait.json": animate_portrait,
     "6_edit_video.json": edit_video,
+    "7_edit_with_ksampler.json": edit_with_ksampler,
 }
 
 

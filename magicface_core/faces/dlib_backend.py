@@ -64,6 +64,9 @@ class DlibBackend:
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(str(model_path(LANDMARKS_68)))
 
+    # dlib's models are not torch modules: nothing for a host to place.
+    detection_modules = landmark_modules = ()
+
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Face boxes, largest first."""
         image = _rgb(image)

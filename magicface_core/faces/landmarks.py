@@ -85,7 +85,9 @@ def _import_face_alignment():
 
 
 class FaceAlignmentBackend:
-    """S3FD face boxes and 2D-FAN landmarks (68 points, image pixel coordinates)."""
+    """S3FD face boxes and 2D-FAN landmarks (68 points, image pixel coordinates).
+
+    Each network runs wherever its weights are at call time, so a memory manager may move them."""
 
     def __init__(self, detector_path, fan_path, device: torch.device | str = "cpu"):
         from ..model.checkpoint import load_strict, read_weights_file
@@ -98,6 +100,15 @@ class FaceAlignmentBackend:
         load_strict(self.fan, read_weights_file(fan_path), str(fan_path), "face-alignment's 2D-FAN (2DFAN4)")
         self.fan.to(self.device).eval()
 
+    # The networks a host's memory management places before each use.
+    @property
+    def detection_modules(self) -> tuple[torch.nn.Module, ...]:
+        return (self.detector.face_detector,)
+
+    @property
+    def landmark_modules(self) -> tuple[torch.nn.Module, ...]:
+        return (self.fan,)
+
     @torch.no_grad()
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Face boxes, largest first."""
@@ -107,6 +118,7 @@ class FaceAlignmentBackend:
             from ..imaging import resize
 
             small = resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))))
+        self.detector.device = str(next(self.detector.face_detector.parameters()).device)
         boxes = [FaceBox(*map(float, b[:4]), float(b[4])) for b in self.detector.detect_from_image(small.copy())]
         return largest_first([b.scaled(1.0 / scale) for b in boxes])
 
@@ -118,7 +130,7 @@ class FaceAlignmentBackend:
         center = np.array([box.center[0], box.center[1] - box.height * CENTER_Y_OFFSET])
         scale = (box.width + box.height) / self.detector.reference_scale
         patch = self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
-        patch = torch.from_numpy(patch)[None].to(self.device)
+        patch = torch.from_numpy(patch)[None].to(next(self.fan.parameters()).device)
         heatmaps = _last_stack(self.fan(patch))
         heatmaps += self._flip(_last_stack(self.fan(self._flip(patch))), is_label=True)  # test-time flip, as upstream
         _, points, _ = self._get_preds(heatmaps.cpu().float().numpy(), center, scale)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,15 +33,26 @@ PARSERS = ("bisenet", "facer")
 DETECTORS = ("face_alignment", "dlib")
 JAW_SOURCES = ("3dmm", "2d")
 
+# Given a network, returns what brings it to the compute device before each use (e.g. ComfyUI's
+# memory management); without one, each network stays where it was built.
+Placement = Callable[[torch.nn.Module], Callable[[], None]]
+
+
+def _stay(module: torch.nn.Module) -> Callable[[], None]:
+    return lambda: None
+
 
 class FaceToolkit:
+    """``device``: where the networks are built (and run, unless ``placement`` moves them);
+    ``parser``: the default face parser, which :meth:`parse` and :meth:`condition` can override per call."""
+
     def __init__(self, weights_root: str | os.PathLike, device: torch.device | str = "cpu",
                  parser: str = "bisenet", progress: assets.Progress | None = None,
-                 search: tuple[str | os.PathLike, ...] = (), detector: str = "face_alignment", jaw: str = "3dmm"):
-        for name, value, choices in (("face parser", parser, PARSERS), ("face detector", detector, DETECTORS),
-                                     ("jaw source", jaw, JAW_SOURCES)):
-            if value not in choices:
-                raise SettingsError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+                 search: tuple[str | os.PathLike, ...] = (), detector: str = "face_alignment", jaw: str = "3dmm",
+                 placement: Placement | None = None):
+        _check_choice("face parser", parser, PARSERS)
+        _check_choice("face detector", detector, DETECTORS)
+        _check_choice("jaw source", jaw, JAW_SOURCES)
         self.root = Path(weights_root)
         self.device = torch.device(device)
         self.parser_name = parser
@@ -48,6 +60,16 @@ class FaceToolkit:
         self.jaw = jaw
         self.progress = progress
         self.search = search
+        self.placement = placement or _stay
+        self._parsers: dict = {}
+        self._loaders: dict[int, Callable[[], None]] = {}
+
+    def _ready(self, *modules: torch.nn.Module) -> None:
+        """Each network on the compute device (through ``placement``, registered once per network)."""
+        for module in modules:
+            if id(module) not in self._loaders:
+                self._loaders[id(module)] = self.placement(module)
+            self._loaders[id(module)]()
 
     def _weight(self, spec: assets.WeightFile) -> Path:
         return assets.ensure_weight(spec, self.root, self.progress, self.search)
@@ -69,15 +91,22 @@ class FaceToolkit:
 
         return D3DFRLandmarks.from_files(self._weight(assets.D3DFR), self._weight(assets.BFM), self.device)
 
-    @functools.cached_property
-    def _parser(self):
-        if self.parser_name == "facer":
-            from .parsing import FacerParser
+    def _parser(self, name: str | None = None):
+        name = name or self.parser_name
+        _check_choice("face parser", name, PARSERS)
+        if name not in self._parsers:
+            if name == "facer":
+                from .parsing import FacerParser
 
-            return FacerParser(self.device)
-        from .parsing import BiSeNetParser, load_bisenet
+                self._parsers[name] = FacerParser(self.device)
+            else:
+                from .parsing import BiSeNetParser, load_bisenet
 
-        return BiSeNetParser(load_bisenet(self._weight(assets.BISENET), self.device))
+                self._parsers[name] = BiSeNetParser(load_bisenet(self._weight(assets.BISENET), self.device))
+        parser = self._parsers[name]
+        if hasattr(parser, "model"):
+            self._ready(parser.model)
+        return parser
 
     @functools.cached_property
     def _au_estimator(self):
@@ -88,6 +117,7 @@ class FaceToolkit:
     # --- what callers use -----------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         check_image_size(image.shape[1], image.shape[0])
+        self._ready(*self._alignment.detection_modules)
         return self._alignment.detect(image)
 
     def face(self, image: np.ndarray, face_index: int = 0) -> FaceBox:
@@ -100,15 +130,16 @@ class FaceToolkit:
 
     def landmarks(self, image: np.ndarray, face_index: int = 0) -> np.ndarray:
         box = self.face(image, face_index)  # checks the image and the index before the networks load
-        return self._alignment.landmarks(image, box)
+        return self.landmarks_in_box(image, box)
 
     def landmarks_in_box(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         """68 points of the face in ``box`` (a box found earlier, or one followed through a clip)."""
+        self._ready(*self._alignment.landmark_modules)
         return self._alignment.landmarks(image, box)
 
-    def parse(self, image: np.ndarray) -> np.ndarray:
+    def parse(self, image: np.ndarray, parser: str | None = None) -> np.ndarray:
         check_image_size(image.shape[1], image.shape[0])
-        return self._parser.parse(image)
+        return self._parser(parser).parse(image)
 
     def jaw_landmarks(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """68 points whose jaw line (0..16) the condition draws: the 3DMM fit's, or ``landmarks`` themselves."""
@@ -118,15 +149,17 @@ class FaceToolkit:
             return np.asarray(landmarks)
         from .d3dfr import five_points_from_68
 
+        self._ready(self._d3dfr.network)
         return self._d3dfr.landmarks68(portrait, five_points_from_68(landmarks))
 
-    def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def condition(self, portrait: np.ndarray, landmarks: np.ndarray | None = None,
+                  parser: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The condition image of a 512 portrait and its person mask (bool HxW).
 
         ``landmarks``: the portrait's 68 2D landmarks, if already known (with the 3dmm jaw they give
-        the five points of the fit).
+        the five points of the fit); ``parser`` overrides the toolkit's default for this call.
         """
-        parsing = self.parse(portrait)
+        parsing = self.parse(portrait, parser)
         jaw = self.jaw_landmarks(portrait, landmarks)
         return render_condition(portrait, parsing, jaw), person_mask(parsing)
 
@@ -139,14 +172,21 @@ class FaceToolkit:
             check_image_size(image.shape[1], image.shape[0])
         if landmarks is None:
             landmarks = [self.landmarks(image, face_index) for image in images]
+        self._ready(self._au_estimator.model)
         return self._au_estimator.estimate(list(zip(images, landmarks)))
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+
 @functools.lru_cache(maxsize=8)
-def shared_toolkit(weights_root: str, device: str, parser: str = "bisenet", detector: str = "face_alignment",
-                   jaw: str = "3dmm") -> FaceToolkit:
-    """One toolkit per settings, so networks load once per process."""
-    return FaceToolkit(weights_root, device, parser, detector=detector, jaw=jaw)
+def shared_toolkit(weights_root: str, device: str, detector: str = "face_alignment", jaw: str = "3dmm",
+                   placement: Placement | None = None) -> FaceToolkit:
+    """One toolkit per weights folder, device, detector and jaw source, so networks load once per
+    process (the parser is chosen per call)."""
+    return FaceToolkit(weights_root, device, detector=detector, jaw=jaw, placement=placement)
 
 
 def default_toolkit(device: torch.device | str = "cpu", parser: str = "bisenet",

@@ -19,7 +19,7 @@ from .. import devices
 from ..au import AUVector
 from ..errors import ImageInputError, NonFiniteError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
-from .schedulers import make_scheduler
+from .schedulers import denoised_estimate, make_scheduler
 from ..settings import check_au_delta, check_guidance, check_seed, check_steps
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ class MagicFace:
         ``noise`` (N(0,1), ``[B,4,h,w]``) makes the result a deterministic function of the inputs;
         otherwise it is drawn from ``seed`` on the CPU, one draw shared by the whole batch unless
         ``per_item_noise`` (so a batch of AU variants differs only by the AUs).
-        ``callback(step, total, latents)`` runs after every step; raising from it stops sampling.
+        ``callback(step, total, denoised)`` runs after every step with the step's estimate of the
+        result (unscaled latents, as returned; what a live preview shows); raising from it stops sampling.
         """
         steps, guidance, seed = check_steps(steps, sampler), check_guidance(guidance), check_seed(seed)
         if not isinstance(features, IdentityFeatures):
@@ -228,19 +229,21 @@ class MagicFace:
             identity = self.injection.call_kwargs(features.to(device, dtype))  # this call's own, not the model's
             for i, t in enumerate(timesteps):
                 model_in = torch.cat([latents, latents]) if guided else latents
-                model_in = scheduler.scale_model_input(model_in, t).to(dtype)
+                model_in = scheduler.scale_model_input(model_in, t)
                 eps = self._denoise(
-                    torch.cat([model_in, cond], dim=1), t, encoder_hidden_states=text, class_labels=au, **identity
+                    torch.cat([model_in.to(dtype), cond], dim=1), t, encoder_hidden_states=text, class_labels=au,
+                    **identity
                 ).sample.to(state_dtype)
                 if guided:
                     eps_au, eps_zero = eps.chunk(2)
                     eps = eps_zero + guidance * (eps_au - eps_zero)
+                denoised = None if callback is None else denoised_estimate(scheduler, t, model_in[:batch], eps)
                 latents = scheduler.step(eps, t, latents).prev_sample
                 done = i + 1
                 if done == len(timesteps) or (NONFINITE_CHECK_EVERY and done % NONFINITE_CHECK_EVERY == 0):
                     _check_finite(latents, done, len(timesteps), dtype, guidance, au)
                 if callback is not None:
-                    callback(done, len(timesteps), latents)
+                    callback(done, len(timesteps), denoised / LATENT_SCALE)
         return latents / LATENT_SCALE
 
 
