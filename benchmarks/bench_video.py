@@ -86,13 +86,12 @@ def run_edit(args) -> dict:
 
 
 def _faces(args):
-    if args.face_weights is None:
-        from tests.dlib_faces import dlib_toolkit
-        from tests.support.factories import write_face_weights
-
-        return dlib_toolkit(write_face_weights(Path(tempfile.mkdtemp()) / "faces"))
     from magicface_core.faces.toolkit import FaceToolkit
 
+    if args.face_weights is None:  # real dlib detection and landmarks; random parser and AU networks
+        from tests.support.factories import write_face_weights
+
+        return FaceToolkit(write_face_weights(Path(tempfile.mkdtemp()) / "faces"), "cpu", detector="dlib", jaw="2d")
     return FaceToolkit(args.face_weights, args.device)
 
 
@@ -159,10 +158,10 @@ def speed_and_memory(args) -> list[dict]:
 
 def crop_jitter(frames_count: int = 50) -> dict:
     from magicface_core.video.tracking import TrackSettings, landmark_framing, track_faces
-    from tests.dlib_faces import DlibFaces
+    from magicface_core.faces.toolkit import FaceToolkit
     from tests.support.video_clips import linear_path, moving_clip, portrait
 
-    faces = DlibFaces()
+    faces = FaceToolkit(tempfile.mkdtemp(), "cpu", detector="dlib")
     face = portrait(size=256)
     offset = np.array(landmark_framing(faces.landmarks_in_box(face, faces.detect(face)[0]))[:2])
     results = {}

@@ -8,10 +8,8 @@ chosen face stays the chosen face when faces cross or change size. The first det
 ``face_index`` (0 = the largest face).
 
 The crop is framed from the 68 landmarks rather than the detector's box, which jumps from frame
-to frame: the two ends of the jaw line (points 0 and 16, beside the eyes, unmoved by the mouth)
-span about the width of the authors' detector box (233, 225 and 236 px against their 235 px box
-on the three example portraits), and the box centre lies 0.09 of that width below their
-midpoint. Centre and log-width are then smoothed with the zero-lag One-Euro filter of
+to frame, by the one framing rule of single photos (:func:`~magicface_core.faces.crop.frame_from_landmarks`).
+Centre and log-width are then smoothed with the zero-lag One-Euro filter of
 :mod:`.smoothing`, each run of frames with a face on its own.
 """
 
@@ -23,11 +21,9 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from ..errors import ImageInputError, VideoInputError
-from ..faces.crop import CropTransform
+from ..faces.crop import BOX_ASPECT, CropTransform, frame_from_landmarks
 from ..faces.landmarks import FaceBox, largest_first
 from .smoothing import CROP_BETA, CROP_MIN_CUTOFF_HZ, smooth_series
-
-CENTER_BELOW_JAW_ENDS = 0.09  # box centre below the midpoint of jaw points 0 and 16, in jaw widths
 
 
 class FaceSource(Protocol):
@@ -82,12 +78,10 @@ def iou(a: FaceBox, b: FaceBox) -> float:
 
 
 def landmark_framing(landmarks: np.ndarray) -> tuple[float, float, float]:
-    """(centre x, centre y, width) of the face box that the authors' framing centres, from 68 points."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    left, right = points[0], points[16]
-    width = float(np.linalg.norm(right - left))
-    mid = (left + right) / 2
-    return float(mid[0]), float(mid[1] + CENTER_BELOW_JAW_ENDS * width), width
+    """(centre x, centre y, width) of the face box that the authors' framing centres, from 68 points:
+    the quantities the tracker smooths."""
+    box = frame_from_landmarks(landmarks)
+    return (*box.center, box.width)
 
 
 def _shifted(box: FaceBox, dx: float, dy: float) -> FaceBox:
@@ -150,9 +144,10 @@ def _smoothed_transforms(landmarks: list[np.ndarray | None], shape: tuple[int, i
         raw[:, 2] = np.log(raw[:, 2])  # smooth the size in proportion, not in pixels
         smooth = smooth_series(raw, fps, settings.min_cutoff_hz, settings.beta)
         for i, (cx, cy, log_width) in enumerate(smooth, start=t):
-            half = np.exp(log_width) / 2
+            half_w = np.exp(log_width) / 2
+            half_h = BOX_ASPECT * half_w
             try:
-                transforms[i] = CropTransform.from_box(FaceBox(cx - half, cy - half, cx + half, cy + half), shape)
+                transforms[i] = CropTransform.from_box(FaceBox(cx - half_w, cy - half_h, cx + half_w, cy + half_h), shape)
             except ImageInputError:  # too small to edit here: the frame passes through
                 transforms[i] = None
         t = end
