@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import VideoInputError
+from ..errors import MissingDependencyError, VideoInputError
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,18 @@ class VideoInfo:
     has_audio: bool
 
 
+def _import_av():
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"video needs PyAV: pip install av (in ComfyUI's Python environment it is already installed) ({exc})"
+        ) from exc
+    return av
+
+
 def _open(path: str | os.PathLike):
-    import av
+    av = _import_av()
 
     path = Path(path)
     if not path.is_file():
@@ -58,7 +68,7 @@ class VideoFile:
                                   int(stream.frames or 0), bool(container.streams.audio))
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import av
+        av = _import_av()
 
         with _open(self.path) as container:
             try:
@@ -81,7 +91,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: Frac
 
     Returns the number of frames written. The file appears at ``path`` only once complete.
     """
-    import av
+    av = _import_av()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
