@@ -28,7 +28,6 @@ import magicface_core
 from magicface_core import AUVector, MagicFace
 from magicface_core.cli import main
 from magicface_core.edit import EditSettings, edit_photo
-from magicface_core.faces.landmarks import FaceBox
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.imaging import load_image, to_rgb_uint8
 from magicface_core.model import sd15 as sd15_module
@@ -352,11 +351,12 @@ def test_a_crop_edit_keeps_the_displayed_orientation(tiny_checkpoint, sd15_folde
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(np.rot90(displayed, k=1)).save(tmp_path / "phone.jpg", exif=exif, quality=95)  # stored sideways
-    boxes = []
-    monkeypatch.setattr(FaceToolkit, "detect", lambda self, image: boxes.append(image.shape) or [
-        FaceBox(image.shape[1] * 0.3, image.shape[0] * 0.25, image.shape[1] * 0.7, image.shape[0] * 0.6)])
+    boxes, detect = [], FaceToolkit.detect
+    monkeypatch.setattr(FaceToolkit, "detect", lambda self, image: boxes.append(image.shape) or detect(self, image))
     out = tmp_path / "edited.png"
-    assert main(["edit", "--image", str(tmp_path / "phone.jpg"), "--crop", "--au", "AU12=2", "--steps", "1",
+    # dlib: real detection and landmarks (the crop is framed from them), nothing to download.
+    assert main(["edit", "--image", str(tmp_path / "phone.jpg"), "--crop", "--detector", "dlib", "--au", "AU12=2",
+                 "--steps", "1",
                  "--weights", str(tiny_checkpoint), "--sd15", str(sd15_folder), "--device", "cpu",
                  "--condition", str(OFFICIAL / "00381_bg.png"), "--out", str(out)]) == 0
     assert boxes[0][:2] == (240, 200)  # the detector saw the upright photo
