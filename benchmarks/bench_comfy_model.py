@@ -5,7 +5,7 @@ Run with ComfyUI's Python (it imports ComfyUI):
     python benchmarks/bench_comfy_model.py COMFYUI_DIR [--size sd15|small] [--steps 3] [--batch 1]
 
 Both paths share one random checkpoint in the published format (``sd15``: SD 1.5's UNet size,
-``small``: tests/factories.SMALL) and the same inputs at 512x512 (64x64 latents), float32 on the
+``small``: tests/support/factories.SMALL) and the same inputs at 512x512 (64x64 latents), float32 on the
 CPU, AU guidance 3 (two UNet rows per edit), DDIM. Core: ``MagicFace.sample``. MODEL: ComfyUI's
 ``comfy.sample.sample`` (what KSampler calls), ``ddim`` + ``ddim_uniform``. The ID encoder is
 run once before either and is not timed; per step = sampling time / steps (best of ``--repeat``).

@@ -8,7 +8,7 @@ Both paths run on the same random checkpoint (published format) and the same inp
 
 * ours: identity keys/values computed once per edit, queries only for the denoising tokens,
   ID encoder once on the un-duplicated batch, stopped after its last transformer block;
-* naive (the authors' way, from tests/reference.py): the identity tokens concatenated into every
+* naive (the authors' way, from tests/support/reference.py): the identity tokens concatenated into every
   self-attention (2N queries), their keys/values recomputed at every step and branch, the ID
   encoder run in full on the duplicated guidance batch. Both use torch's SDPA kernel.
 

@@ -45,7 +45,7 @@ def setup(comfyui_dir: str, pytorch_attention: bool = False):
     pack = importlib.util.module_from_spec(spec)
     sys.modules["comfyui_magicface"] = pack
     spec.loader.exec_module(pack)
-    spec = importlib.util.spec_from_file_location("magicface_test_factories", REPO / "tests" / "factories.py")
+    spec = importlib.util.spec_from_file_location("magicface_test_factories", REPO / "tests" / "support" / "factories.py")
     factories = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(factories)
     return pack, factories
@@ -93,9 +93,10 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     model = pack.NODE_CLASS_MAPPINGS["MagicFaceIdentityModel"]().apply(loaded, ours)[0]
     x = torch.randn(2, 4, h, w, generator=g)
     t = 500
-    with torch.no_grad(), core.injection.bind(theirs):
+    with torch.no_grad():
         eps_core = core.denoiser(torch.cat([x, cond_latents.expand(2, -1, -1, -1)], 1), t,
-                                 encoder_hidden_states=text.expand(2, -1, -1), class_labels=au).sample
+                                 encoder_hidden_states=text.expand(2, -1, -1), class_labels=au,
+                                 **core.injection.call_kwargs(theirs)).sample
     base = model.model
     options = model.model_options["transformer_options"]
     with torch.no_grad():
