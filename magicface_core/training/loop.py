@@ -17,7 +17,6 @@ import csv
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..errors import SettingsError, DataError, MissingDependencyError, OutputPathError
+from ..errors import DataError, MissingDependencyError, OutputPathError, SettingsError
+from ..files import PARTIAL_SUFFIX as PARTIAL, atomic_path
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
@@ -42,7 +42,6 @@ CHECKPOINTS = "checkpoints"
 EXPORT_NAME = "magicface.safetensors"
 LOG_NAME = "train_log.csv"
 LAYOUT_NAME = "layout.json"  # in each checkpoint: what the data order and random draws depend on
-PARTIAL = ".partial"  # suffix of anything being written; a crash leaves it behind
 # What a run writes into its output folder; --overwrite removes exactly these, nothing else there.
 RUN_FILES = ("config.yaml", LOG_NAME, EXPORT_NAME, CHECKPOINTS, "validation", "logs")
 
@@ -209,7 +208,8 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
     resume_from = prepare_output(config, accelerator)
     set_seed(config.seed)
     if accelerator.is_main_process:
-        _write_atomically(output / "config.yaml", to_yaml(config).encode())
+        with atomic_path(output / "config.yaml") as temporary:
+            temporary.write_text(to_yaml(config))
 
     device = accelerator.device
     base = load_sd15(config.sd15, device, torch.float32, with_unet=not config.init_from)
@@ -319,12 +319,9 @@ def export(magicface: MagicFace, ema, params, path: Path, config: TrainConfig) -
     if ema is not None:
         ema.store(params)
         ema.copy_to(params)
-    partial = path.with_name(path.name + PARTIAL)
     try:
-        magicface.save_pretrained(partial, single_file=True, dtype=DTYPES[config.save_dtype])
-        os.replace(partial, path)
+        magicface.save_pretrained(path, single_file=True, dtype=DTYPES[config.save_dtype])  # atomic (files.atomic_path)
     finally:
-        partial.unlink(missing_ok=True)
         if ema is not None:
             ema.restore(params)
 
@@ -359,12 +356,6 @@ def _warn_if_layout_changed(checkpoint: Path, layout: dict, main: bool) -> None:
     if changed and main:
         listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
         logger.warning("resuming with %s: the run continues, but not exactly as it would have without the stop", listed)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + PARTIAL)
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 @torch.no_grad()
