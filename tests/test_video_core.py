@@ -69,6 +69,15 @@ def test_zero_lag_smoothing_follows_a_ramp_and_removes_jitter():
     assert still[10:-10].std() < 0.3
 
 
+@pytest.mark.parametrize("frames", [2, 5, 50])
+def test_smoothing_follows_a_steady_motion_up_to_the_first_and_last_frames(frames):
+    """The ends are padded by reflection, so a constant speed has no lag there either (one second of
+    a 135 px/s motion would otherwise leave the first and last crops pixels behind)."""
+    path = np.stack([5.0 * np.arange(frames), 2.0 * np.arange(frames)], axis=1)
+    assert np.abs(smooth_series(path, 25.0, 1.0, 0.05) - path).max() < 0.05
+    assert np.array_equal(smooth_series(path[:1], 25.0, 1.0, 0.05), path[:1])
+
+
 def test_au_smoothing_keeps_a_constant_and_fills_gaps():
     aus = AUVector(np.full((10, 12), 2.0, np.float32))
     assert smooth_aus(aus, 25).allclose(aus, atol=1e-5)

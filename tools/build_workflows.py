@@ -197,13 +197,13 @@ def edit_then_upscale(defs: dict) -> dict:
 
 VIDEO_NOTE = ("Video: ComfyUI's Load Video gives the frames, audio and fps; Create Video + Save Video write "
               "them back. Every frame starts from the same noise; the KSampler samples frames_per_chunk frames "
-              "at a time, so memory does not grow with the clip. Keep clips short at first: each frame is "
-              "one full edit.\n")
+              "at a time, so its memory does not grow with the clip (ComfyUI holds the frames themselves as "
+              "one batch). Keep clips short at first: each frame is one full edit.\n")
 
 
 def video_input(g: Graph, pos, file: str, title: str) -> dict:
-    load = g.node("LoadVideo", pos, title, size=(300, 320), file=file)
-    components = g.node("GetVideoComponents", (pos[0], pos[1] + 360))
+    load = g.node("LoadVideo", pos, title, size=(300, 380), file=file)
+    components = g.node("GetVideoComponents", (pos[0], pos[1] + 420))
     g.link(load, "VIDEO", components, "video")
     return components
 
@@ -321,7 +321,7 @@ def edit_video(defs: dict) -> dict:
                     AU6_cheek_raiser=1.0)
     g.link(reference_aus, "aus", editor, "source_aus")
     g.link(smooth, "aus", editor, "target_aus")
-    keyframes = g.node("MagicFaceAUKeyframes", (1080, 560), "Keyframed change", size=(340, 200),
+    keyframes = g.node("MagicFaceAUKeyframes", (1080, 600), "Keyframed change", size=(340, 200),
                        keyframes="0:AU12=0; 8:AU12=3", interpolation="smooth")
     g.link(editor, "au_delta", keyframes, "base")
     decode = chunked_sampler(g, parts, identity, parse, keyframes, (1460, 0))

@@ -4,7 +4,8 @@ The One-Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a low-pass filter w
 rises with speed: ``cutoff = min_cutoff + beta * |dx/dt|``. Still values are smoothed hard
 (jitter goes), fast ones lightly (no lag while they move). A clip is known in full before it is
 edited, so each series is filtered forwards and then backwards: the two passes' phase lags
-cancel, and a head moving at constant speed is followed with no lag at all.
+cancel, and a head moving at constant speed is followed with no lag at all (the ends included:
+the series is extended past them by reflection first).
 """
 
 from __future__ import annotations
@@ -48,11 +49,21 @@ def one_euro(series: np.ndarray, rate_hz: float, min_cutoff_hz: float, beta: flo
 
 
 def smooth_series(series: np.ndarray, rate_hz: float, min_cutoff_hz: float, beta: float = 0.0) -> np.ndarray:
-    """Zero-lag One-Euro smoothing: a forward pass, then a backward pass over its output."""
+    """Zero-lag One-Euro smoothing: a forward pass, then a backward pass over its output.
+
+    Each end is first extended by a second of the series mirrored through its end point (odd
+    reflection, as scipy's ``filtfilt`` pads), so the filters settle on the padding: a steady motion
+    then runs through the first and last frames too, instead of lagging there."""
     if rate_hz <= 0:
         raise ValueError(f"the frame rate must be positive, got {rate_hz}")
-    forward = one_euro(series, rate_hz, min_cutoff_hz, beta)
-    return one_euro(forward[::-1], rate_hz, min_cutoff_hz, beta)[::-1].copy()
+    x = np.asarray(series, dtype=np.float64)
+    if len(x) == 0:
+        return x.copy()
+    pad = max(1, round(rate_hz))
+    x = np.pad(x, [(pad, pad)] + [(0, 0)] * (x.ndim - 1), mode="reflect", reflect_type="odd")
+    forward = one_euro(x, rate_hz, min_cutoff_hz, beta)
+    smoothed = one_euro(forward[::-1], rate_hz, min_cutoff_hz, beta)[::-1]
+    return smoothed[pad:len(smoothed) - pad].copy()
 
 
 def smooth_aus(aus: AUVector, fps: float, cutoff_hz: float = AU_CUTOFF_HZ) -> AUVector:
