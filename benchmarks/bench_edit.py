@@ -236,9 +236,9 @@ def main() -> None:
 
     import json
     import subprocess
-    import tempfile
+    from tests.support.paths import scratch_dir
 
-    tmp = Path(tempfile.mkdtemp(prefix="magicface-bench-"))
+    tmp = scratch_dir("magicface-bench-")
     for size in set(args.sizes) | ({"small"} if args.solver_accuracy else set()):
         write_published_checkpoint(tmp / size, parts=random_published_parts(SIZES[size], seed=0))
     print(f"# MagicFace edit benchmark\n\nmachine: {platform.processor() or platform.machine()}, "

@@ -100,8 +100,9 @@ def _faces(args):
 
     if args.face_weights is None:  # real dlib detection and landmarks; random parser and AU networks
         from tests.support.factories import write_face_weights
+        from tests.support.paths import scratch_dir
 
-        return FaceToolkit(write_face_weights(Path(tempfile.mkdtemp()) / "faces"), "cpu", detector="dlib", jaw="2d")
+        return FaceToolkit(write_face_weights(scratch_dir() / "faces"), "cpu", detector="dlib", jaw="2d")
     return FaceToolkit(args.face_weights, args.device)
 
 
@@ -170,9 +171,10 @@ def speed_and_memory(args) -> list[dict]:
 def crop_jitter(frames_count: int = 50) -> dict:
     from magicface_core.video.tracking import TrackSettings, landmark_framing, track_faces
     from magicface_core.faces.toolkit import FaceToolkit
+    from tests.support.paths import scratch_dir
     from tests.support.video_clips import linear_path, moving_clip, portrait
 
-    faces = FaceToolkit(tempfile.mkdtemp(), "cpu", detector="dlib")
+    faces = FaceToolkit(scratch_dir(), "cpu", detector="dlib")
     face = portrait(size=256)
     offset = np.array(landmark_framing(faces.landmarks_in_box(face, faces.detect(face)[0]))[:2])
     results = {}

@@ -16,8 +16,10 @@ Prints one JSON object of relative errors (max |a-b| / max |b|).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -65,6 +67,7 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     from comfyui_magicface.nodes import host
 
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     config = {**TINY, "cross_attention_dim": 32}
     write_published_checkpoint(tmp / "magicface", parts=random_published_parts(config, seed=0))
     os.environ["MAGICFACE_MODELS"] = str(tmp)

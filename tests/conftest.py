@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.factories import TINY, random_published_parts, write_published_checkpoint
+from tests.support.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
 from tests.support.paths import OFFICIAL, REPO, SHARED, load_pack  # noqa: F401 - tests import these from here too
 
 
@@ -23,6 +23,13 @@ def tiny_parts():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_parts) -> Path:
     return write_published_checkpoint(tmp_path_factory.mktemp("magicface") / "magicface", parts=tiny_parts)
+
+
+@pytest.fixture(scope="session")
+def face_weights(tmp_path_factory) -> Path:
+    """Every preprocessing weight file, random, in the published formats. Written once (365 MB on disk)
+    and only read: tests that need them inside a models folder link them there (factories.link_face_weights)."""
+    return write_face_weights(tmp_path_factory.mktemp("face-weights"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from magicface_core.cli import main
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.faces.landmarks import FaceBox
 from tests.support.paths import OFFICIAL
-from tests.support.factories import write_face_weights, write_tiny_sd15
+from tests.support.factories import write_tiny_sd15
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,7 @@ def test_variants_make_a_batch(tiny_checkpoint, sd15, tmp_path):
     assert (tmp_path / "sweep_0.png").is_file() and (tmp_path / "sweep_1.png").is_file()
 
 
-def test_full_photo_with_crop_comes_back_at_full_size(tiny_checkpoint, sd15, tmp_path, monkeypatch):
-    face_weights = write_face_weights(tmp_path / "faces")
+def test_full_photo_with_crop_comes_back_at_full_size(tiny_checkpoint, sd15, face_weights, tmp_path, monkeypatch):
     photo = np.asarray(Image.open(OFFICIAL / "00512.png").convert("RGB").resize((600, 600)))
     photo = np.pad(photo, ((50, 150), (300, 100), (0, 0)), constant_values=120)
     Image.fromarray(photo).save(tmp_path / "photo.jpg")

@@ -36,8 +36,8 @@ pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = prepare_base(tmp_path_factory.mktemp("comfyui") / "base", COMFYUI_DIR, COMFYUI_PYTHON)
+def server(tmp_path_factory, face_weights):
+    base = prepare_base(tmp_path_factory.mktemp("comfyui") / "base", COMFYUI_DIR, COMFYUI_PYTHON, face_weights)
     server = Server(base, COMFYUI_DIR, COMFYUI_PYTHON)
     yield server
     server.stop()

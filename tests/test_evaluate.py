@@ -93,11 +93,11 @@ def test_evaluate_writes_per_edit_rows_and_a_summary(tmp_path):
     assert "0.261" in (tmp_path / "out" / "summary.md").read_text()  # the paper's number beside ours
 
 
-def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatch):
+def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, face_weights, monkeypatch):
     from magicface_core.cli import main
     from magicface_core.faces.toolkit import FaceToolkit
     from magicface_core.faces.landmarks import FaceBox
-    from tests.support.factories import write_face_weights, write_tiny_sd15
+    from tests.support.factories import write_tiny_sd15
 
     portraits = tmp_path / "portraits"
     portraits.mkdir()
@@ -107,7 +107,7 @@ def test_generate_mode_edits_then_measures(tmp_path, tiny_checkpoint, monkeypatc
     code = main(["evaluate", "--generate", "--identities", str(portraits), "--deltas", str(tmp_path / "deltas.txt"),
                  "--weights", str(tiny_checkpoint), "--sd15", str(write_tiny_sd15(tmp_path / "sd15")),
                  "--steps", "2", "--out", str(tmp_path / "out"), "--id-backend", "none", "--device", "cpu",
-                 "--face-weights", str(write_face_weights(tmp_path / "faces"))])
+                 "--face-weights", str(face_weights)])
     assert code == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "per_edit.csv")))
     assert len(rows) == 2 and rows[1]["au_delta"] == "AU26=4"

@@ -11,7 +11,7 @@ from magicface_core.faces.parsing import BiSeNet, BiSeNetParser, load_bisenet
 from magicface_core.faces.toolkit import FaceToolkit
 from magicface_core.faces.landmarks import FaceBox
 from tests.support.paths import OFFICIAL
-from tests.support.factories import bisenet_state, libreface_checkpoint, libreface_shapes, write_face_weights
+from tests.support.factories import bisenet_state, libreface_checkpoint, libreface_shapes
 
 PUBLISHED_BISENET = json.loads((Path(__file__).parent / "data" / "bisenet_79999_iter_keys.json").read_text())
 
@@ -64,9 +64,8 @@ def test_ffhq_alignment_follows_the_face():
 
 
 @pytest.fixture(scope="module")
-def toolkit(tmp_path_factory):
-    root = write_face_weights(tmp_path_factory.mktemp("face-weights"))
-    return FaceToolkit(root, "cpu", jaw="2d")  # random 2D-FAN points need not be a face; the 3dmm jaw: test_real_faces
+def toolkit(face_weights):
+    return FaceToolkit(face_weights, "cpu", jaw="2d")  # random 2D-FAN points need not be a face; the 3dmm jaw: test_real_faces
 
 
 def _portrait():
@@ -100,7 +99,7 @@ def test_no_face_is_a_clear_error(toolkit, monkeypatch):
             call(blank)
 
 
-def test_every_network_goes_through_the_placement_before_each_use(tmp_path, monkeypatch):
+def test_every_network_goes_through_the_placement_before_each_use(face_weights, monkeypatch):
     """What ComfyUI's memory management hooks into: each network is registered once and loaded before each use."""
     registered, loads = [], []
 
@@ -108,7 +107,7 @@ def test_every_network_goes_through_the_placement_before_each_use(tmp_path, monk
         registered.append(module)
         return lambda: loads.append(module)
 
-    toolkit = FaceToolkit(write_face_weights(tmp_path), "cpu", jaw="2d", placement=placement)
+    toolkit = FaceToolkit(face_weights, "cpu", jaw="2d", placement=placement)
     image = _portrait()
     box = FaceBox(140, 130, 372, 420)
     toolkit.detect(image)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.support.paths import OFFICIAL, REPO
-from tests.support.factories import write_face_weights, write_published_checkpoint, TINY
+from tests.support.factories import link_face_weights, write_published_checkpoint, TINY
 
 
 class SD15VAE:
@@ -40,10 +40,10 @@ def portrait(name="00381.png", size=512):
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory, tiny_parts):
+def models_dir(tmp_path_factory, tiny_parts, face_weights):
     root = tmp_path_factory.mktemp("models") / "magicface"
     write_published_checkpoint(root / "magicface-tiny", parts=tiny_parts)
-    write_face_weights(root)
+    link_face_weights(face_weights, root)
     return root
 
 

@@ -17,7 +17,6 @@ from magicface_core.faces.condition import render_condition
 from magicface_core.faces.d3dfr import five_points_from_68
 from magicface_core.faces.toolkit import FaceToolkit
 from tests.support.paths import OFFICIAL
-from tests.support.factories import write_face_weights
 
 pytest.importorskip("dlib")
 NAMES = ("00025", "00381", "00512")
@@ -45,14 +44,9 @@ def _place(portrait, scale, offset, background, size=(1400, 1300), seed=0):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def faces(face_weights):
     """Random parsing, AU and 3DMM weights; detection and landmarks are dlib's real ones."""
-    return write_face_weights(tmp_path_factory.mktemp("face-weights"))
-
-
-@pytest.fixture(scope="module")
-def faces(weights):
-    return FaceToolkit(weights, "cpu", detector="dlib", jaw="2d")
+    return FaceToolkit(face_weights, "cpu", detector="dlib", jaw="2d")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -114,10 +108,10 @@ def test_condition_with_real_landmarks_and_the_2d_jaw(faces):
     assert mask.shape == (512, 512)
 
 
-def test_condition_through_the_3dmm_jaw_ignores_expression(weights):
+def test_condition_through_the_3dmm_jaw_ignores_expression(face_weights):
     import torch
 
-    faces = FaceToolkit(weights, "cpu", detector="dlib")  # jaw="3dmm" is the default
+    faces = FaceToolkit(face_weights, "cpu", detector="dlib")  # jaw="3dmm" is the default
     assert faces.jaw == "3dmm"
     portrait = _portrait("00025")
     landmarks = faces.landmarks(portrait)
@@ -163,15 +157,15 @@ def test_id_metric_with_real_face_embeddings():
     assert embed(np.full((256, 256, 3), 128, np.uint8)) is None
 
 
-def test_cli_and_nodes_expose_the_detector_and_jaw(weights, tmp_path, pack):
+def test_cli_and_nodes_expose_the_detector_and_jaw(face_weights, tmp_path, pack):
     from magicface_core import cli
 
     out = tmp_path / "condition.png"
     argv = ["condition", "--image", str(OFFICIAL / "00381.png"), "--out", str(out), "--detector", "dlib",
-            "--jaw", "2d", "--face-weights", str(weights), "--device", "cpu"]
+            "--jaw", "2d", "--face-weights", str(face_weights), "--device", "cpu"]
     assert cli.main(argv) == 0
     portrait = _portrait("00381")
-    faces = FaceToolkit(weights, "cpu", detector="dlib", jaw="2d")
+    faces = FaceToolkit(face_weights, "cpu", detector="dlib", jaw="2d")
     expected, _ = faces.condition(portrait)
     assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
     defaults = cli.build_parser().parse_args(["condition", "--image", "a.png", "--out", "b.png"])

@@ -234,13 +234,12 @@ def test_loss_falls_on_one_repeated_batch(tmp_path, sd15):
     assert np.mean(values[-20:]) < 0.5 * np.mean(values[:10]), (np.mean(values[:10]), np.mean(values[-20:]))
 
 
-def test_prepare_builds_pairs_skips_bad_input_and_resumes(tmp_path, pack, monkeypatch):
+def test_prepare_builds_pairs_skips_bad_input_and_resumes(tmp_path, face_weights, pack, monkeypatch):
     import cv2
 
     from magicface_core.faces.toolkit import FaceToolkit
     from magicface_core.faces.landmarks import FaceBox
     from magicface_core.training.prepare import Settings, prepare
-    from tests.support.factories import write_face_weights
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -264,7 +263,7 @@ def test_prepare_builds_pairs_skips_bad_input_and_resumes(tmp_path, pack, monkey
         return [FaceBox(image.shape[1] * 0.27, image.shape[0] * 0.27, image.shape[1] * 0.73, image.shape[0] * 0.8)]
 
     monkeypatch.setattr(FaceToolkit, "detect", detect)
-    toolkit = FaceToolkit(write_face_weights(tmp_path / "weights"), "cpu")
+    toolkit = FaceToolkit(face_weights, "cpu")
     settings = Settings(frame_step=2, max_frames=10, min_gap=4, pairs_per_clip=6, seed=0)
     report = prepare(videos, tmp_path / "data", toolkit, settings)
     assert report.unreadable_clips == ["broken.mp4"] and report.clips == 2

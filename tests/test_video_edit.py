@@ -15,15 +15,10 @@ from magicface_core.model.sd15 import load_sd15
 from magicface_core.video.edit import VideoSettings, animate_portrait, edit_clip
 from magicface_core.video.io import VideoFile
 from magicface_core.video.keyframes import ExpressionChange
-from tests.support.factories import write_face_weights, write_tiny_sd15
+from tests.support.factories import write_tiny_sd15
 from tests.support.video_clips import audio_packets, linear_path, moving_clip, portrait, write_clip
 
 STEPS = 2
-
-
-@pytest.fixture(scope="module")
-def face_weights(tmp_path_factory):
-    return write_face_weights(tmp_path_factory.mktemp("faces"))
 
 
 @pytest.fixture(scope="module")

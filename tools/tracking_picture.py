@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from magicface_core.faces.crop import CropTransform, crop_to_transform  # noqa: E402
 from magicface_core.faces.toolkit import FaceToolkit  # noqa: E402
 from magicface_core.video.tracking import track_faces  # noqa: E402
+from tests.support.paths import scratch_dir  # noqa: E402
 from tests.support.video_clips import place, portrait  # noqa: E402
 
 FRAMES, SHOWN, PANEL, CANVAS = 40, (0, 10, 20, 30, 39), 256, (360, 480)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.out.exists() and not args.overwrite:
         sys.exit(f"{args.out} exists (pass --overwrite to replace it)")
-    faces = FaceToolkit(tempfile.mkdtemp(), "cpu", detector="dlib")
+    faces = FaceToolkit(scratch_dir(), "cpu", detector="dlib")
     frames = clip()
     track = track_faces(frames, faces, fps=25)
     width = PANEL * CANVAS[1] // CANVAS[0]

@@ -21,16 +21,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
+from tests.support.factories import (TINY, link_face_weights, random_published_parts, write_face_weights,
+                                     write_published_checkpoint)
 from tests.support.paths import OFFICIAL, REPO
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(name)), None)
 
 
-def prepare_base(base: Path, comfyui_dir: str, comfyui_python: str) -> Path:
+def prepare_base(base: Path, comfyui_dir: str, comfyui_python: str, face_weights: Path | None = None) -> Path:
     """A fresh ComfyUI base directory: this pack in custom_nodes, small random weights in the formats
-    ComfyUI's loaders read, and the workflows' input files (two portraits, two 2-frame clips with audio)."""
+    ComfyUI's loaders read, and the workflows' input files (two portraits, two 2-frame clips with audio).
+    ``face_weights``: a ``write_face_weights`` folder to link in, rather than writing another one."""
     base.mkdir(parents=True)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-MagicFace").symlink_to(REPO, target_is_directory=True)
@@ -39,7 +41,10 @@ def prepare_base(base: Path, comfyui_dir: str, comfyui_python: str) -> Path:
                    check=True, capture_output=True)
     magicface = models / "magicface"
     write_published_checkpoint(magicface / "magicface-tiny", parts=random_published_parts({**TINY, "cross_attention_dim": 768}))
-    write_face_weights(magicface)
+    if face_weights is None:
+        write_face_weights(magicface)
+    else:
+        link_face_weights(face_weights, magicface)
     (base / "input").mkdir()
     for name in ("00381.png", "00025.png"):
         shutil.copy(OFFICIAL / name, base / "input" / name)

@@ -264,6 +264,16 @@ def write_face_weights(root: Path, seed: int = 0) -> Path:
     return Path(root)
 
 
+def link_face_weights(source: Path, root: Path) -> Path:
+    """Put the files of ``write_face_weights(source)`` under ``root`` as symbolic links, where a models folder
+    needs them beside other weights, without another 365 MB copy on disk."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in Path(source).iterdir():
+        (root / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    return root
+
+
 def d3dfr_shapes() -> dict[str, list[int]]:
     """d3dfr_res50_nofc.pth: torchvision's resnet50 (no fc) as `backbone.`, eight 1x1 heads as `fianl_layers.N`."""
     shapes = {"backbone.conv1.weight": [64, 3, 7, 7], **_bn("backbone.bn1", 64)}

@@ -9,6 +9,17 @@ SHARED = REPO.parent / "shared"
 OFFICIAL = SHARED / "testdata" / "official"  # the authors' example portraits
 
 
+def scratch_dir(prefix: str = "magicface-") -> Path:
+    """A new temp folder, removed when the process exits (benchmarks and tools write GBs of random weights)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def load_pack(name: str = "comfyui_magicface"):
     """Import the repository as ComfyUI does: a package from its folder's __init__.py."""
     import importlib.util
