@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from tests.support.factories import TINY, random_published_parts, write_face_weights, write_published_checkpoint
-from tests.support.paths import OFFICIAL, REPO, SHARED, load_pack  # noqa: F401 - tests import these from here too
+from tests.support.paths import OFFICIAL, REPO, SHARED, load_pack, put_comfy_api_on_path  # noqa: F401 - tests import these from here too
+
+# The nodes are V3 nodes (comfy_api.latest); the node tests call them in this process, so ComfyUI's
+# pure-Python API must import here too (COMFYUI_DIR, or the oldest snapshot in shared/).
+put_comfy_api_on_path()
 
 
 @pytest.fixture(autouse=True)
