@@ -192,3 +192,48 @@ def test_a_planted_pickle_in_a_training_checkpoint_never_runs(filename, training
     message = refused(load, marker, filename, "--resume")
     assert "could run code" in message
     assert {p.name for p in folder.iterdir()} == set(before) | {filename}  # nothing deleted
+
+
+# --- weights that do not fit their precision or type ---------------------------------------------
+
+def _published_with(root: Path, tiny_parts, change) -> tuple[Path, str]:
+    from tests.support.factories import write_published_checkpoint
+
+    parts = {part: (config, dict(state)) for part, (config, state) in tiny_parts.items()}
+    state = parts["denoising_unet"][1]
+    key = next(k for k, v in state.items() if k.endswith(".weight") and v.ndim == 4)
+    state[key] = change(state[key])
+    return write_published_checkpoint(root, parts=parts), key
+
+
+def test_convert_to_fp16_refuses_a_weight_that_overflows_it(tmp_path, tiny_parts, capsys):
+    """before: the weight went out as inf, exit 0; the loader then called the file damaged."""
+    from magicface_core.cli import main
+
+    def too_large(w):
+        w = w.clone()
+        w.view(-1)[0] = 1e6  # finite in fp32, past fp16's 65504
+        return w
+
+    source, key = _published_with(tmp_path / "weights", tiny_parts, too_large)
+    target = tmp_path / "out.safetensors"
+    assert main(["convert", str(source), str(target), "--dtype", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for word in (key, "overflows float16", "--dtype bf16", "not written"):
+        assert word in err, err
+    assert not target.exists() and not list(tmp_path.glob("*partial*"))
+    assert main(["convert", str(source), str(target), "--dtype", "bf16"]) == 0  # what the message says works
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_a_weight_stored_as_integers_is_refused_at_load(dtype, tmp_path, tiny_parts):
+    """before: it loaded, then a traceback in the first computation (after the face work)."""
+    from magicface_core import MagicFace
+    from magicface_core.errors import CheckpointError
+
+    source, key = _published_with(tmp_path / "weights", tiny_parts, lambda w: w.to(dtype))
+    with pytest.raises(CheckpointError) as info:
+        MagicFace.from_pretrained(source, device="cpu", dtype="fp32")
+    message = str(info.value)
+    assert key in message and str(dtype).replace("torch.", "") in message and "floating point" in message
