@@ -8,7 +8,7 @@ must never appear. The ``before`` of each row says what happened before issue 21
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
 from pathlib import Path
 
@@ -237,3 +237,159 @@ def test_a_weight_stored_as_integers_is_refused_at_load(dtype, tmp_path, tiny_pa
         MagicFace.from_pretrained(source, device="cpu", dtype="fp32")
     message = str(info.value)
     assert key in message and str(dtype).replace("torch.", "") in message and "floating point" in message
+
+
+# --- photos pasted back stay the photo -----------------------------------------------------------
+
+@functools.cache
+def _icc() -> bytes:  # once: a new profile carries a new creation time
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _photo(tmp_path: Path, name: str, **save) -> tuple[Path, "np.ndarray", tuple[int, int, int]]:
+    """A portrait placed in a larger noisy photo (texture a re-encode would show), with metadata."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.support.paths import OFFICIAL
+
+    face = np.asarray(Image.open(OFFICIAL / "00512.png").convert("RGB").resize((160, 160)))
+    rng = np.random.default_rng(5)
+    photo = (rng.normal(128, 12, (280, 320, 3)) + np.linspace(-40, 40, 320)[None, :, None]).clip(0, 255).astype(np.uint8)
+    y, x = 50, 90
+    photo[y:y + 160, x:x + 160] = face
+    exif = Image.Exif()
+    exif[0x010F] = "MagicFace test camera"  # Make
+    path = tmp_path / name
+    Image.fromarray(photo).save(path, icc_profile=_icc(), exif=exif, **save)
+    return path, photo, (y, x, 160)
+
+
+def _crop_edit(path: Path, out: Path, tiny_checkpoint, sd15) -> None:
+    from magicface_core.cli import main
+    from tests.support.paths import OFFICIAL
+
+    assert main(["edit", "--image", str(path), "--crop", "--detector", "dlib", "--au", "AU12=3", "--steps", "1",
+                 "--weights", str(tiny_checkpoint), "--sd15", str(sd15), "--device", "cpu",
+                 "--condition", str(OFFICIAL / "00381_bg.png"), "--out", str(out)]) == 0
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory):
+    return write_tiny_sd15(tmp_path_factory.mktemp("sd15"))
+
+
+def _far_from_face(shape, face) -> "np.ndarray":
+    import numpy as np
+
+    y, x, size = face
+    far = np.ones(shape[:2], bool)
+    far[max(0, y - 40):y + size + 40, max(0, x - 40):x + size + 40] = False
+    return far
+
+
+def test_a_crop_edit_in_a_lossless_format_changes_no_pixel_outside_the_face(tmp_path, tiny_checkpoint, sd15):
+    """before: held for the pixels (kept as a row); the ICC profile and EXIF were dropped."""
+    import numpy as np
+    from PIL import Image
+
+    path, photo, (y, x, size) = _photo(tmp_path, "photo.png")
+    out = tmp_path / "edited.png"
+    _crop_edit(path, out, tiny_checkpoint, sd15)
+    with Image.open(out) as written:
+        result = np.asarray(written.convert("RGB"))
+        assert written.info.get("icc_profile") == _icc()
+        assert written.getexif().get(0x010F) == "MagicFace test camera"
+    changed = (result != photo).any(axis=2)
+    assert changed.any()  # the edit is there
+    rows, cols = np.nonzero(changed)
+    # Every changed pixel lies in the face's square (the crop is framed from dlib's landmarks, a little
+    # larger than the placed portrait).
+    assert rows.min() >= y - 40 and rows.max() < y + size + 40 and cols.min() >= x - 40 and cols.max() < x + size + 40
+    assert np.array_equal(result[_far_from_face(photo.shape, (y, x, size))],
+                          photo[_far_from_face(photo.shape, (y, x, size))])
+
+
+def test_a_crop_edit_to_jpeg_keeps_the_source_quality_icc_and_exif(tmp_path, tiny_checkpoint, sd15):
+    """before: PIL's default quality 75 with 4:2:0 chroma, far from the face mean |diff| 1.7 and max 31
+    on a photo; ICC and EXIF dropped."""
+    import numpy as np
+    from PIL import Image
+
+    path, _, face = _photo(tmp_path, "photo.jpg", quality=92, subsampling=0)
+    with Image.open(path) as source:
+        source_pixels, tables = np.asarray(source.convert("RGB")).astype(int), source.quantization
+    out = tmp_path / "edited.jpg"
+    _crop_edit(path, out, tiny_checkpoint, sd15)
+    with Image.open(out) as written:
+        result = np.asarray(written.convert("RGB")).astype(int)
+        assert written.quantization == tables  # the source's quality, not PIL's default
+        assert written.info.get("icc_profile") == _icc()
+        assert written.getexif().get(0x010F) == "MagicFace test camera"
+    far = _far_from_face(source_pixels.shape, face)
+    difference = np.abs(result - source_pixels)[far]
+    print(f"far from the face: mean |diff| {difference.mean():.3f}, max {difference.max()}")
+    assert difference.mean() < 0.5 and difference.max() <= 8
+
+
+def test_webp_is_written_at_high_quality_with_the_icc_profile_and_exif(tmp_path):
+    """before: PIL's default quality 80; ICC and EXIF dropped."""
+    import numpy as np
+    from PIL import Image
+
+    from magicface_core.imaging import save_image
+
+    from tests.support.paths import OFFICIAL
+
+    photo = np.asarray(Image.open(OFFICIAL / "00512.png").convert("RGB"))  # a real portrait's texture
+    path = tmp_path / "photo.png"
+    exif = Image.Exif()
+    exif[0x010F] = "MagicFace test camera"
+    Image.fromarray(photo).save(path, icc_profile=_icc(), exif=exif)
+    save_image(photo, tmp_path / "out.webp", source=path)
+    with Image.open(tmp_path / "out.webp") as written:
+        result = np.asarray(written.convert("RGB")).astype(int)
+        assert written.info.get("icc_profile") == _icc()
+        assert written.getexif().get(0x010F) == "MagicFace test camera"
+    Image.fromarray(photo).save(tmp_path / "pil_default.webp")
+    ours = np.abs(result - photo).mean()
+    pil = np.abs(np.asarray(Image.open(tmp_path / "pil_default.webp").convert("RGB")).astype(int) - photo).mean()
+    print(f"webp mean |diff|: ours {ours:.3f}, PIL's default {pil:.3f}")  # 0.94 and 1.58 when written
+    assert ours < 0.7 * pil and np.abs(result - photo).max() <= 12
+
+
+def test_exif_orientation_is_reset_as_the_pixels_are_upright(tmp_path):
+    """The photo was turned upright on reading; a kept orientation tag would turn it again."""
+    import numpy as np
+    from PIL import Image
+
+    from magicface_core.imaging import load_image, save_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    upright = load_image(tmp_path / "phone.jpg")
+    save_image(upright, tmp_path / "out.jpg", source=tmp_path / "phone.jpg")
+    with Image.open(tmp_path / "out.jpg") as written:
+        assert written.size == (40, 64) and written.getexif().get(0x0112) == 1
+
+
+@pytest.mark.parametrize("suffix, words", [(".ico", ("resizes", "256x240", ".png")),
+                                           (".gif", ("changes the colours", ".png")),
+                                           (".icns", ("resizes", ".png"))])
+def test_an_output_format_that_would_change_the_picture_is_refused_before_loading(
+        suffix, words, tmp_path, tiny_checkpoint, sd15, capsys, monkeypatch):
+    """before: .ico was silently shrunk to 256x256 after the whole edit, .gif cut to 256 colours."""
+    from magicface_core.cli import main
+    from tests.test_bad_inputs import no_loading
+
+    no_loading(monkeypatch)
+    path, _, _ = _photo(tmp_path, "photo.png")
+    out = tmp_path / f"edited{suffix}"
+    assert main(["edit", "--image", str(path), "--crop", "--au", "AU12=3", "--weights", str(tiny_checkpoint),
+                 "--sd15", str(sd15), "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert not out.exists()
