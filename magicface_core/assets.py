@@ -237,6 +237,8 @@ def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress 
         raise
     except Exception as exc:  # offline, DNS failure, gated repo, HTTP error: all need the same advice
         raise _missing(spec, target, f"the download failed ({type(exc).__name__}: {exc})") from exc
+    if downloaded == target:
+        return target
     try:
         verify(spec, downloaded, cached)
     except WeightsNotFoundError:
@@ -338,6 +340,8 @@ def _fetch_url(spec: WeightFile, target: Path, progress: Progress | None) -> Pat
     partial = target.with_name(f".{target.name}.{key}.partial")
     _announce(spec, spec.url, target)
     with FileLock(str(partial) + ".lock"):  # two processes never append to the same partial file
+        if target.is_file():  # another process finished it while this one waited
+            return target
         _download(spec.url, {"User-Agent": "ComfyUI-MagicFace"}, partial, progress)
     Path(str(partial) + ".lock").unlink(missing_ok=True)
     return partial

@@ -194,6 +194,37 @@ def test_a_planted_pickle_in_a_training_checkpoint_never_runs(filename, training
     assert {p.name for p in folder.iterdir()} == set(before) | {filename}  # nothing deleted
 
 
+def test_resume_latest_of_a_real_run_loads_the_ema_weights_only_and_refuses_a_planted_one(tmp_path):
+    """The finding as reported: train --resume latest with use_ema, a code-carrying
+    custom_checkpoint_0.pkl in checkpoints/step-N/. before: the code ran, then an AttributeError."""
+    from accelerate.state import AcceleratorState
+
+    from magicface_core.errors import CheckpointError
+    from magicface_core.training.loop import train
+    from tests.test_training import make_dataset, tiny_config
+
+    sd15 = write_tiny_sd15(tmp_path / "sd15", with_unet=True)
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+
+    def run(max_steps: int, **extra):
+        try:
+            return train(tiny_config(data, sd15, output, max_steps=max_steps, use_ema=True, checkpoint_every=1,
+                                     **extra))
+        finally:
+            AcceleratorState._reset_state(True)
+
+    run(1)
+    run(2, resume="latest")  # the EMA state the loop wrote comes back, read weights-only
+    marker = tmp_path / "code-ran"
+    checkpoint = output / "checkpoints" / "step-0000002"
+    plant(checkpoint / "custom_checkpoint_0.pkl", marker)
+    with pytest.raises(CheckpointError, match="custom_checkpoint_0.pkl holds more than weights"):
+        run(3, resume="latest")
+    assert not marker.exists()
+    assert checkpoint.is_dir() and not (output / "checkpoints" / "step-0000003").exists()
+
+
 # --- weights that do not fit their precision or type ---------------------------------------------
 
 def _published_with(root: Path, tiny_parts, change) -> tuple[Path, str]:
