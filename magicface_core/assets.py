@@ -222,7 +222,10 @@ def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress 
         candidate = Path(folder) / spec.filename
         if candidate.is_file():
             return candidate
-    cached = _from_hub_cache(spec) if offline() else None
+    # The hub cache answers for a pinned commit (it cannot change) and offline; for a branch online,
+    # huggingface_hub asks the hub whether the cached file is still current.
+    pinned = bool(spec.revision and re.fullmatch(r"[0-9a-f]{40}", spec.revision))
+    cached = _from_hub_cache(spec) if offline() or pinned else None
     if offline() and cached is None:
         raise _missing(spec, target, "downloads are switched off (MAGICFACE_OFFLINE / HF_HUB_OFFLINE)")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -234,3 +234,25 @@ def test_a_file_in_the_users_hub_cache_is_reused_offline(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError, match="corrupt"):
         ensure_weight(spec, tmp_path / "models")
     assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+def test_a_pinned_file_in_the_hub_cache_is_reused_online_without_a_download(tmp_path, monkeypatch, caplog):
+    import huggingface_hub
+    import huggingface_hub.constants as hub_constants
+
+    spec = assets.SD15.files[0]  # pinned to a commit: the cached copy cannot be stale
+    body = b'{"_class_name": "AutoencoderKL"}'
+    repo_dir = tmp_path / "hub-cache" / f"models--{spec.hf_repo.replace('/', '--')}"
+    blob = repo_dir / "blobs" / hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(body)
+    snapshot = repo_dir / "snapshots" / spec.revision / spec.hf_path
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded again"))
+    with caplog.at_level("INFO"):
+        path = ensure_weight(spec, tmp_path / "models")
+    assert path.read_bytes() == body and "Downloading" not in caplog.text

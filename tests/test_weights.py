@@ -138,12 +138,15 @@ def test_an_owner_that_is_a_local_folder_makes_it_a_path(tmp_path, monkeypatch):
     assert assets.is_repo_id("mengtingwei/magicface") and assets.is_repo_id(assets.SD15_REPO)
 
 
-def _fake_hub(monkeypatch, content=lambda repo, path: f"{repo}:{path}".encode()):
+def _fake_hub(monkeypatch, tmp_path, content=lambda repo, path: f"{repo}:{path}".encode()):
     """huggingface_hub's download replaced by one that writes ``content`` where it would (its real
     transfer, resume and HF_ENDPOINT are exercised in tests/test_downloads.py against a local hub)."""
     import huggingface_hub
+    import huggingface_hub.constants
 
     asked = []
+    # An empty hub cache: files a developer's own cache holds would not be "downloaded".
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
 
     def hf_hub_download(repo, path, *, revision=None, local_dir=None, tqdm_class=None, **kwargs):
         asked.append((repo, path, revision))
@@ -163,7 +166,7 @@ def _fake_hub(monkeypatch, content=lambda repo, path: f"{repo}:{path}".encode())
 def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    asked = _fake_hub(monkeypatch)
+    asked = _fake_hub(monkeypatch, tmp_path)
     monkeypatch.setattr(assets, "_hub_checksum",
                         lambda spec: ("sha256", hashlib.sha256(f"{spec.hf_repo}:{spec.hf_path}".encode()).hexdigest()))
     seen = []
@@ -190,7 +193,7 @@ def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, mon
 def test_a_corrupt_hub_download_is_refused_and_not_kept(tmp_path, monkeypatch):
     monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    _fake_hub(monkeypatch, lambda repo, path: b"not the parser")
+    _fake_hub(monkeypatch, tmp_path, lambda repo, path: b"not the parser")
     monkeypatch.setattr(assets, "_hub_checksum", lambda spec: ("sha256", "0" * 64))
     with pytest.raises(WeightsNotFoundError, match=r"corrupt \(\w{64}, expected 0{64}\)"):
         assets.ensure_weight(assets.BISENET, tmp_path / "models")
