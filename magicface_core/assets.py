@@ -9,9 +9,11 @@ A model made of several files (MagicFace's two UNets, Stable Diffusion 1.5's par
   ComfyUI and :func:`cache_dir` for the CLI.
 - A missing file is downloaded on first use (never at import) by one downloader that reports
   progress (ComfyUI's bar, or the CLI's log) and checks the file before it is kept. Hub files
-  take their URL and headers from huggingface_hub (``HF_ENDPOINT`` mirrors, the user's token),
-  at a pinned revision where one is known. "Downloading ..." is logged only when a download
-  really starts, with its size.
+  are downloaded by huggingface_hub (``HF_ENDPOINT`` mirrors, the user's token, proxies, its
+  transfer backends, resume), at a pinned revision where one is known, and taken from the
+  user's hub cache when it holds them; URL files by a resumable HTTP download (``Range``).
+  An interrupted download is kept for the next try. "Downloading ..." is logged only when a
+  download really starts, with its size.
 - ``MAGICFACE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` switches every download off; the error then
   names the file, where to get it and where to put it. Nothing contacts the network offline.
 - An argument that looks like a path (``./x``, ``models/magicfce``, ``C:\\w``, ``*.safetensors``)
