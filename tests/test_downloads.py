@@ -208,26 +208,34 @@ print(seen[-1:])
         server.close()
 
 
-def test_a_file_in_the_users_hub_cache_is_reused_offline(tmp_path, monkeypatch):
-    """before: a user with SD 1.5 in the Hugging Face cache downloaded it again (and offline, was
-    told it was missing)."""
+BODY = b'{"_class_name": "AutoencoderKL"}'
+
+
+def _hub_cache_holding(root: Path, spec, monkeypatch, body: bytes = BODY) -> Path:
+    """A Hugging Face cache as huggingface_hub lays it out (a blob named by its git id, a symlinked
+    snapshot at the spec's revision), made the one huggingface_hub reads; returns the blob."""
     import huggingface_hub.constants as hub_constants
 
-    spec = assets.SD15.files[0]  # vae/config.json at the pinned revision
-    body = b'{"_class_name": "AutoencoderKL"}'
-    cache = tmp_path / "hub-cache"
-    repo_dir = cache / f"models--{spec.hf_repo.replace('/', '--')}"
+    repo_dir = root / f"models--{spec.hf_repo.replace('/', '--')}"
     blob = repo_dir / "blobs" / hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
     blob.parent.mkdir(parents=True)
     blob.write_bytes(body)
     snapshot = repo_dir / "snapshots" / spec.revision / spec.hf_path
     snapshot.parent.mkdir(parents=True)
     snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(root))
+    return blob
+
+
+def test_a_file_in_the_users_hub_cache_is_reused_offline(tmp_path, monkeypatch):
+    """before: a user with SD 1.5 in the Hugging Face cache downloaded it again (and offline, was
+    told it was missing)."""
+    spec = assets.SD15.files[0]  # vae/config.json at the pinned revision
+    blob = _hub_cache_holding(tmp_path / "hub-cache", spec, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = ensure_weight(spec, tmp_path / "models")
-    assert path == spec.path(tmp_path / "models") and path.read_bytes() == body
-    assert blob.read_bytes() == body  # the cache is left as it was
+    assert path == spec.path(tmp_path / "models") and path.read_bytes() == BODY
+    assert blob.read_bytes() == BODY  # the cache is left as it was
     # A cache entry that does not match its blob name is refused, and not kept.
     blob.write_bytes(b"changed")
     path.unlink()
@@ -238,21 +246,12 @@ def test_a_file_in_the_users_hub_cache_is_reused_offline(tmp_path, monkeypatch):
 
 def test_a_pinned_file_in_the_hub_cache_is_reused_online_without_a_download(tmp_path, monkeypatch, caplog):
     import huggingface_hub
-    import huggingface_hub.constants as hub_constants
 
     spec = assets.SD15.files[0]  # pinned to a commit: the cached copy cannot be stale
-    body = b'{"_class_name": "AutoencoderKL"}'
-    repo_dir = tmp_path / "hub-cache" / f"models--{spec.hf_repo.replace('/', '--')}"
-    blob = repo_dir / "blobs" / hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
-    blob.parent.mkdir(parents=True)
-    blob.write_bytes(body)
-    snapshot = repo_dir / "snapshots" / spec.revision / spec.hf_path
-    snapshot.parent.mkdir(parents=True)
-    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    _hub_cache_holding(tmp_path / "hub-cache", spec, monkeypatch)
     monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded again"))
     with caplog.at_level("INFO"):
         path = ensure_weight(spec, tmp_path / "models")
-    assert path.read_bytes() == body and "Downloading" not in caplog.text
+    assert path.read_bytes() == BODY and "Downloading" not in caplog.text
