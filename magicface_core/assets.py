@@ -9,9 +9,11 @@ A model made of several files (MagicFace's two UNets, Stable Diffusion 1.5's par
   ComfyUI and :func:`cache_dir` for the CLI.
 - A missing file is downloaded on first use (never at import) by one downloader that reports
   progress (ComfyUI's bar, or the CLI's log) and checks the file before it is kept. Hub files
-  take their URL and headers from huggingface_hub (``HF_ENDPOINT`` mirrors, the user's token),
-  at a pinned revision where one is known. "Downloading ..." is logged only when a download
-  really starts, with its size.
+  are downloaded by huggingface_hub (``HF_ENDPOINT`` mirrors, the user's token, proxies, its
+  transfer backends, resume), at a pinned revision where one is known, and taken from the
+  user's hub cache when it holds them; URL files by a resumable HTTP download (``Range``).
+  An interrupted download is kept for the next try. "Downloading ..." is logged only when a
+  download really starts, with its size.
 - ``MAGICFACE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` switches every download off; the error then
   names the file, where to get it and where to put it. Nothing contacts the network offline.
 - An argument that looks like a path (``./x``, ``models/magicfce``, ``C:\\w``, ``*.safetensors``)
@@ -25,8 +27,8 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -209,6 +211,11 @@ def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress 
 
     ``search`` lists other folders that may already hold the file under its own name
     (for example the published MagicFace folder, which ships ``79999_iter.pth``).
+
+    Hub files come through huggingface_hub (its resume, transfer backends, ``HF_ENDPOINT``, token
+    and proxies), copied from the user's hub cache when it already holds them; URL files through a
+    resumable HTTP download. An interrupted download is kept and resumed by the next try; a file
+    is moved to its place only once its check passed.
     """
     target = spec.path(root)
     if target.is_file():
@@ -217,18 +224,32 @@ def ensure_weight(spec: WeightFile, root: str | os.PathLike, progress: Progress 
         candidate = Path(folder) / spec.filename
         if candidate.is_file():
             return candidate
-    if offline():
+    # The hub cache answers for a pinned commit (it cannot change) and offline; for a branch online,
+    # huggingface_hub asks the hub whether the cached file is still current.
+    pinned = bool(spec.revision and re.fullmatch(r"[0-9a-f]{40}", spec.revision))
+    cached = _from_hub_cache(spec) if offline() or pinned else None
+    if offline() and cached is None:
         raise _missing(spec, target, "downloads are switched off (MAGICFACE_OFFLINE / HF_HUB_OFFLINE)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        try:
-            partial = _fetch(spec, Path(tmp), target, progress)
-        except WeightsNotFoundError:
-            raise
-        except Exception as exc:  # offline, DNS failure, gated repo, HTTP error: all need the same advice
-            raise _missing(spec, target, f"the download failed ({type(exc).__name__}: {exc})") from exc
-        verify(spec, partial)
-        shutil.move(str(partial), target)
+    try:
+        if cached is not None:
+            downloaded = _copy_beside(cached, target)
+        elif spec.hf_repo is not None:
+            downloaded = _fetch_from_hub(spec, Path(root), target, progress)
+        else:
+            downloaded = _fetch_url(spec, target, progress)
+    except WeightsNotFoundError:
+        raise
+    except Exception as exc:  # offline, DNS failure, gated repo, HTTP error: all need the same advice
+        raise _missing(spec, target, f"the download failed ({type(exc).__name__}: {exc})") from exc
+    if downloaded == target:
+        return target
+    try:
+        verify(spec, downloaded, cached)
+    except WeightsNotFoundError:
+        downloaded.unlink(missing_ok=True)  # a corrupt file is not resumed from
+        raise
+    os.replace(downloaded, target)
     return target
 
 
@@ -236,31 +257,98 @@ def ensure_folder(folder: WeightFolder, root: str | os.PathLike, progress: Progr
     """The local folder holding all of ``folder``'s files, downloading the missing ones."""
     missing = [f for f in folder.files if not f.path(root).is_file()]
     if missing and offline():
-        listed = ", ".join(f.hf_path or f.filename for f in missing)
-        raise WeightsNotFoundError(
-            f"{folder.what} are not on this machine ({listed} missing) and downloads are switched off "
-            f"(MAGICFACE_OFFLINE / HF_HUB_OFFLINE). Download them from https://huggingface.co/{folder.repo} "
-            f"into {folder.path(root)} (keeping the sub-folders), or pass the folder's path."
-        )
+        absent = [f for f in missing if _from_hub_cache(f) is None]
+        if absent:
+            listed = ", ".join(f.hf_path or f.filename for f in absent)
+            raise WeightsNotFoundError(
+                f"{folder.what} are not on this machine ({listed} missing) and downloads are switched off "
+                f"(MAGICFACE_OFFLINE / HF_HUB_OFFLINE). Download them from https://huggingface.co/{folder.repo} "
+                f"into {folder.path(root)} (keeping the sub-folders), or pass the folder's path."
+            )
     for spec in missing:
         ensure_weight(spec, root, progress)
     return folder.path(root)
 
 
-def _fetch(spec: WeightFile, tmp: Path, target: Path, progress: Progress | None) -> Path:
-    """Download ``spec`` into ``tmp``; returns the downloaded file."""
-    url, headers = spec.url, {"User-Agent": "ComfyUI-MagicFace"}
-    if spec.hf_repo is not None:
-        # The hub's own URL and headers: HF_ENDPOINT mirrors and the user's token (gated repos) apply.
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
+# Downloads in progress, kept between tries (huggingface_hub's resumable .incomplete files live here).
+DOWNLOADS = ".downloads"
 
-        url = hf_hub_url(spec.hf_repo, hub_path(spec), revision=spec.revision)
-        headers = build_hf_headers(library_name="comfyui-magicface")
+
+def _announce(spec: WeightFile, url: str, target: Path) -> None:
     logger.warning("Downloading %s (%s) from %s to %s", spec.hf_path or spec.filename, _size(spec.approx_mb),
                    url, target)
-    partial = tmp / spec.filename
-    _download(url, headers, partial, progress)
+
+
+def _fetch_from_hub(spec: WeightFile, root: Path, target: Path, progress: Progress | None) -> Path:
+    """huggingface_hub's download into ``<root>/.downloads/<repo>/``, beside the target's folder tree
+    (same disk: the move into place is a rename). It resumes an interrupted file and copies one
+    its cache already holds at that revision instead of downloading it."""
+    from huggingface_hub import hf_hub_download, hf_hub_url
+
+    path = hub_path(spec)
+    _announce(spec, hf_hub_url(spec.hf_repo, path, revision=spec.revision), target)
+    staging = root / DOWNLOADS / local_folder_name(spec.hf_repo)
+    return Path(hf_hub_download(spec.hf_repo, path, revision=spec.revision, local_dir=staging,
+                                library_name="comfyui-magicface", tqdm_class=_progress_bar(progress)))
+
+
+def _from_hub_cache(spec: WeightFile) -> Path | None:
+    """The file in the user's Hugging Face cache at ``spec``'s revision, found without the network."""
+    if spec.hf_repo is None or spec.hf_path is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.hf_repo, spec.hf_path, revision=spec.revision or "main")
+    if not isinstance(found, str):
+        return None
+    # A cache whose files are blobs named by their checksum (symlinked); one made without symlinks
+    # (some Windows setups) holds plain copies that cannot be checked offline.
+    blob = Path(os.path.realpath(found)).name
+    return Path(found) if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", blob) else None
+
+
+def _copy_beside(source: Path, target: Path) -> Path:
+    """``source`` copied to a unique name beside ``target`` (a hard link where the disk allows it)."""
+    copy = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.copy")
+    try:
+        os.link(source.resolve(), copy)
+    except OSError:
+        shutil.copyfile(source, copy)
+    return copy
+
+
+def _progress_bar(progress: Progress | None):
+    """A tqdm class for huggingface_hub that also reports to ``progress`` (ComfyUI's bar)."""
+    if progress is None:
+        return None
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class Reporting(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)  # counted here: a disabled bar counts nothing
+
+        def update(self, n=1):
+            self._done += int(n or 0)
+            progress(self._done, int(self.total or 0))
+            return super().update(n)
+
+    return Reporting
+
+
+def _fetch_url(spec: WeightFile, target: Path, progress: Progress | None) -> Path:
+    """A resumable HTTP download: the bytes so far stay in a partial file named after the URL beside
+    the target, and the next try asks for the rest with a ``Range`` request."""
+    from filelock import FileLock  # huggingface_hub's own dependency
+
+    key = hashlib.sha256(spec.url.encode()).hexdigest()[:12]
+    partial = target.with_name(f".{target.name}.{key}.partial")
+    _announce(spec, spec.url, target)
+    with FileLock(str(partial) + ".lock"):  # two processes never append to the same partial file
+        if target.is_file():  # another process finished it while this one waited
+            return target
+        _download(spec.url, {"User-Agent": "ComfyUI-MagicFace"}, partial, progress)
+    Path(str(partial) + ".lock").unlink(missing_ok=True)
     return partial
 
 
@@ -277,8 +365,10 @@ def hub_path(spec: WeightFile) -> str:
     return matches[0]
 
 
-def verify(spec: WeightFile, path: Path) -> None:
-    """Raise :class:`WeightsNotFoundError` unless ``path`` is the file ``spec`` describes."""
+def verify(spec: WeightFile, path: Path, cached: Path | None = None) -> None:
+    """Raise :class:`WeightsNotFoundError` unless ``path`` is the file ``spec`` describes.
+
+    ``cached``: where ``path`` was copied from in the hub cache, whose blob is named by its checksum."""
     data_hash = hashlib.sha256()
     blob_hash = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as handle:
@@ -293,7 +383,7 @@ def verify(spec: WeightFile, path: Path) -> None:
     elif spec.git_blob_sha1 is not None:
         ok, expected, got = blob == spec.git_blob_sha1, f"git blob {spec.git_blob_sha1}", f"git blob {blob}"
     elif spec.hf_repo is not None:
-        kind, value = _hub_checksum(spec)
+        kind, value = _cache_checksum(cached) if cached is not None else _hub_checksum(spec)
         got = digest if kind == "sha256" else f"git blob {blob}"
         expected = value if kind == "sha256" else f"git blob {value}"
         ok = got == expected
@@ -320,16 +410,37 @@ def _hub_checksum(spec: WeightFile) -> tuple[str, str]:
     raise WeightsNotFoundError(f"the hub does not report a checksum for {spec.hf_repo}/{path}")
 
 
+def _cache_checksum(path: Path) -> tuple[str, str]:
+    """What the hub cache says a file is: its blob's name (the LFS sha256, or the git blob id)."""
+    name = Path(os.path.realpath(path)).name
+    return ("sha256", name) if len(name) == 64 else ("blob", name)
+
+
 def _download(url: str, headers: dict, destination: Path, progress: Progress | None) -> None:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=60) as response, open(destination, "wb") as out:
+    """Append the rest of ``url`` to ``destination`` (all of it when the server ignores ``Range``)."""
+    import urllib.error
+
+    have = destination.stat().st_size if destination.is_file() else 0
+    request = urllib.request.Request(url, headers={**headers, **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the partial file is whole (the check says)
+            return
+        raise
+    with response:
+        resumed = have and getattr(response, "status", None) == 206
+        done = have if resumed else 0
         total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            out.write(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
+        total = total + done if total else 0
+        with open(destination, "ab" if resumed else "wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    if total and done < total:  # urllib ends a cut-off body quietly; the bytes so far are kept
+        raise ConnectionError(f"the connection closed after {done} of {total} bytes; run again to resume")
 
 
 def _size(mb: float) -> str:

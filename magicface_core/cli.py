@@ -219,7 +219,7 @@ def run_edit(args) -> list[Path]:
     edited = edit_photo(photo, au_delta, model, sd15, faces=_face_toolkit(args), condition=condition,
                         crop=args.crop, face_index=args.face_index, settings=settings, on_step=on_step)
     for image, path in zip(edited, outputs):
-        save_image(image, path, overwrite=args.overwrite)
+        save_image(image, path, overwrite=args.overwrite, source=args.image)  # its ICC, EXIF, JPEG quality
         print(f"wrote {path}")
     return outputs
 

@@ -10,6 +10,7 @@ scaled to 0..255; transparency is composited on **white**, as image viewers show
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -143,34 +144,110 @@ def _too_large(path, width: int, height: int, limit: int) -> ImageInputError:
     )
 
 
+# Formats that re-encode the whole picture: written at the source photo's JPEG quality where PIL
+# can read it, else at high quality. Every other output format must give back every pixel as is.
+LOSSY_FORMATS = ("JPEG", "WEBP", "AVIF")
+JPEG_QUALITY = 95
+LOSSY_QUALITY = 95  # WebP and AVIF
+_EXIF_ORIENTATION = 0x0112
+
+
 def check_image_format(path: str | Path) -> str:
-    """The PIL format that ``path``'s extension names, if PIL can write an RGB image in it."""
+    """The PIL format that ``path``'s extension names, if PIL can write an RGB image in it without
+    changing it behind the user's back (ICO shrinks to 256x256, GIF to 256 colours: refused)."""
     from PIL import Image
 
     Image.init()
     suffix = Path(path).suffix.lower()
     image_format = Image.registered_extensions().get(suffix)
     if image_format is not None and image_format in Image.SAVE:
-        try:  # some formats are registered but cannot hold RGB (XBM) or need a plugin (HDF5)
-            Image.new("RGB", (8, 8)).save(io.BytesIO(), format=image_format)
+        if image_format in LOSSY_FORMATS:
             return image_format
-        except Exception:
-            pass
+        keeps = _keeps_pixels(image_format)
+        if keeps is True:
+            return image_format
+        if keeps:  # what it changes
+            raise ImageInputError(
+                f"cannot write {Path(path).name}: a {suffix} file {keeps}, so the result would not be the edit. "
+                "Use .png (lossless), or .jpg / .webp"
+            )
     raise ImageInputError(
         f"cannot write an image named {Path(path).name}: {suffix or 'no extension'} is not an image format PIL "
         "can write; use .png, .jpg or .webp"
     )
 
 
-def save_image(image: np.ndarray, path: str | Path, overwrite: bool = True) -> None:
-    """Write ``image`` atomically (a crash leaves no half-written file); the extension picks the format."""
+@functools.lru_cache(maxsize=None)
+def _keeps_pixels(image_format: str) -> bool | str | None:
+    """True when a 300x320 RGB picture comes back from ``image_format`` exactly; else what it changes
+    (a string), or None when PIL cannot write RGB in it (XBM) or needs a plugin (HDF5)."""
+    from PIL import Image
+
+    picture = np.random.default_rng(0).integers(0, 256, (300, 320, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(picture).save(buffer, format=image_format)
+    except Exception:
+        return None
+    try:
+        with Image.open(io.BytesIO(buffer.getvalue())) as back:
+            size = back.size
+            pixels = np.asarray(back.convert("RGB"))
+    except Exception:
+        return "cannot be read back to check it"
+    if size != (320, 300):
+        return f"resizes pictures (a 320x300 one comes back at {size[0]}x{size[1]})"
+    if not np.array_equal(pixels, picture):
+        return "changes the colours (it is not lossless for RGB pictures)"
+    return True
+
+
+def save_image(image: np.ndarray, path: str | Path, overwrite: bool = True,
+               source: str | Path | None = None) -> None:
+    """Write ``image`` atomically (a crash leaves no half-written file); the extension picks the format.
+
+    ``source``: the photo it was edited from. Its ICC profile and EXIF go with it (the orientation tag
+    reset, as the pixels are already upright), and a JPEG from a JPEG keeps the source's quantisation
+    tables and chroma subsampling, so unchanged parts of the photo stay as close to it as a lossy
+    format allows. Without a source, JPEG, WebP and AVIF are written at quality 95 (4:4:4 for JPEG)."""
     from PIL import Image
 
     from .files import atomic_path
 
     image_format = check_image_format(path)
+    options = _save_options(image_format, source)
     with atomic_path(path, overwrite=overwrite) as temporary:
-        Image.fromarray(image).save(temporary, format=image_format)
+        Image.fromarray(image).save(temporary, format=image_format, **options)
+
+
+def _save_options(image_format: str, source: str | Path | None) -> dict:
+    from PIL import Image
+
+    options: dict = {}
+    if image_format == "JPEG":
+        options = {"quality": JPEG_QUALITY, "subsampling": 0}
+    elif image_format in LOSSY_FORMATS:
+        options = {"quality": LOSSY_QUALITY}
+    if source is None or image_format not in ("JPEG", "WEBP", "AVIF", "PNG", "TIFF"):
+        return options
+    try:
+        with Image.open(source) as original:
+            icc = original.info.get("icc_profile")
+            exif = original.getexif()
+            if image_format == "JPEG" and original.format == "JPEG" and getattr(original, "quantization", None):
+                from PIL import JpegImagePlugin
+
+                sampling = JpegImagePlugin.get_sampling(original)
+                options = {"qtables": original.quantization, "subsampling": sampling if sampling >= 0 else 0}
+    except (OSError, ValueError):  # the source was read before; if it is gone now, write without its metadata
+        return options
+    if icc:
+        options["icc_profile"] = icc
+    if len(exif):
+        if _EXIF_ORIENTATION in exif:
+            exif[_EXIF_ORIENTATION] = 1  # the pixels were turned upright when the photo was read
+        options["exif"] = exif.tobytes()
+    return options
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The 3DMM files are found by name in the hub repo's file list, whichever folder holds them."""
 
 import hashlib
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import huggingface_hub
@@ -42,8 +44,15 @@ def test_found_by_name_downloaded_and_checked(tmp_path, monkeypatch, folder):
     hub = FakeHub(files)
     monkeypatch.setattr(huggingface_hub, "HfApi", hub)
     asked = []
-    monkeypatch.setattr(huggingface_hub, "hf_hub_url",
-                        lambda repo, path, revision=None: asked.append((repo, path)) or files[path].as_uri())
+
+    def hf_hub_download(repo, path, *, revision=None, local_dir=None, **kwargs):
+        asked.append((repo, path))
+        destination = Path(local_dir) / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files[path], destination)
+        return str(destination)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     for spec in (D3DFR, BFM):
         path = ensure_weight(spec, tmp_path / "models")
         assert path == tmp_path / "models" / "d3dfr" / spec.filename

@@ -1,6 +1,7 @@
 import hashlib
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -137,25 +138,37 @@ def test_an_owner_that_is_a_local_folder_makes_it_a_path(tmp_path, monkeypatch):
     assert assets.is_repo_id("mengtingwei/magicface") and assets.is_repo_id(assets.SD15_REPO)
 
 
-def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, monkeypatch, caplog):
-    """The downloader on hub files, with the hub's URL and checksum lookup replaced by local files."""
+def _fake_hub(monkeypatch, tmp_path, content=lambda repo, path: f"{repo}:{path}".encode()):
+    """huggingface_hub's download replaced by one that writes ``content`` where it would (its real
+    transfer, resume and HF_ENDPOINT are exercised in tests/test_downloads.py against a local hub)."""
     import huggingface_hub
+    import huggingface_hub.constants
 
+    asked = []
+    # An empty hub cache: files a developer's own cache holds would not be "downloaded".
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+    def hf_hub_download(repo, path, *, revision=None, local_dir=None, tqdm_class=None, **kwargs):
+        asked.append((repo, path, revision))
+        destination = Path(local_dir) / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(content(repo, path))
+        if tqdm_class is not None:
+            bar = tqdm_class(total=destination.stat().st_size, disable=True)
+            bar.update(destination.stat().st_size)
+            bar.close()
+        return str(destination)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return asked
+
+
+def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    remote = tmp_path / "remote"
-    asked = []
-
-    def hub_url(repo, path, revision=None):
-        asked.append((repo, path, revision))
-        source = remote / path
-        source.parent.mkdir(parents=True, exist_ok=True)
-        source.write_bytes(f"{repo}:{path}".encode())
-        return source.as_uri()
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_url", hub_url)
+    asked = _fake_hub(monkeypatch, tmp_path)
     monkeypatch.setattr(assets, "_hub_checksum",
-                        lambda spec: ("sha256", hashlib.sha256((remote / spec.hf_path).read_bytes()).hexdigest()))
+                        lambda spec: ("sha256", hashlib.sha256(f"{spec.hf_repo}:{spec.hf_path}".encode()).hexdigest()))
     seen = []
     with caplog.at_level("INFO"):
         folder = assets.fetch_sd15(root=tmp_path / "cache", with_unet=True, progress=lambda d, t: seen.append((d, t)))
@@ -163,10 +176,11 @@ def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, mon
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == \
         f"{assets.SD15_REPO}:unet/diffusion_pytorch_model.safetensors".encode()
     assert {revision for _, _, revision in asked} == {assets.SD15_REVISION}
-    assert len(asked) == len(assets.SD15_WITH_UNET.files) and seen
+    assert len(asked) == len(assets.SD15_WITH_UNET.files) and seen  # the progress hook is fed, even with bars off
     starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Downloading")]
     assert len(starts) == len(asked)
     assert any("unet/diffusion_pytorch_model.safetensors (about 3.4 GB)" in m for m in starts)
+    assert not [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith((".json", ".txt", ".safetensors"))]
     # Everything is there now: a second call neither downloads nor says so.
     caplog.clear()
     asked.clear()
@@ -177,18 +191,14 @@ def test_hub_files_download_at_the_pinned_revision_into_one_folder(tmp_path, mon
 
 
 def test_a_corrupt_hub_download_is_refused_and_not_kept(tmp_path, monkeypatch):
-    import huggingface_hub
-
     monkeypatch.delenv("MAGICFACE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    source = tmp_path / "79999_iter.pth"
-    source.write_bytes(b"not the parser")
-    monkeypatch.setattr(huggingface_hub, "hf_hub_url", lambda repo, path, revision=None: source.as_uri())
+    _fake_hub(monkeypatch, tmp_path, lambda repo, path: b"not the parser")
     monkeypatch.setattr(assets, "_hub_checksum", lambda spec: ("sha256", "0" * 64))
     with pytest.raises(WeightsNotFoundError, match=r"corrupt \(\w{64}, expected 0{64}\)"):
         assets.ensure_weight(assets.BISENET, tmp_path / "models")
     assert not assets.BISENET.path(tmp_path / "models").exists()
-    assert list((tmp_path / "models" / "bisenet").iterdir()) == []  # no temporary left behind
+    assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]  # nothing half-written is kept
 
 
 def test_downloading_is_logged_only_when_a_download_starts_with_its_size(tmp_path, monkeypatch, caplog):

@@ -13,7 +13,8 @@ and ``third_party/model_resnet_d3dfr.py``):
 
 1. five points (eye centres, nose tip, mouth corners, left and right as seen in the image) are
    fitted by a least-squares similarity onto a 256x256 five-point template, and the image is
-   warped onto it with bilinear sampling (black outside the image);
+   warped onto it by OpenCV's bilinear warpAffine on the uint8 image, as the authors' script does
+   (black outside);
 2. RGB scaled to [-1, 1] goes through the network: 261 outputs (80 identity, 64 expression,
    80 texture, 3 angles, 27 lighting, 3 translation, 4 gaze);
 3. shape = mean + identity basis (+ expression basis, zeroed here), rotated by R = Rz Ry Rx,
@@ -33,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import resnet
-from ..errors import CheckpointError, ImageInputError, WeightsNotFoundError
+from ..errors import CheckpointError, ImageInputError, MissingDependencyError, WeightsNotFoundError
 from ..model.checkpoint import read_weights_file
 
 CROP = 256
@@ -48,7 +48,7 @@ TEMPLATE_256 = np.array([
     [(48.0252 + 8) * 2 + 16, 71.7366 * 2],
     [(33.5493 + 8) * 2 + 16, 92.3655 * 2],
     [(62.7299 + 8) * 2 + 16, 92.2041 * 2],
-])
+], np.float32).astype(np.float64)  # float32 as the authors store it (datasets_faceswap.mean_face_lm5p_256)
 FOCAL = 1015.0 * CROP / 224  # D3DFR's focal length at 224, scaled to the 256 crop
 CAMERA_DISTANCE = 10.0
 # Output layout: (name, size), in the order of the network's heads.
@@ -183,17 +183,25 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int = CROP) -> np.ndarray:
-    """``image`` (HxWx3 uint8) warped by the 2x3 ``matrix`` into a ``size`` square, bilinear, black outside."""
-    height, width = image.shape[:2]
-    inverse = invert_similarity(matrix)
-    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
-    source = np.stack([u, v], axis=-1) @ inverse[:, :2].T + inverse[:, 2]
-    # grid_sample with align_corners=True puts -1 and 1 on the centres of the first and last pixels.
-    grid = source / [max(width - 1, 1), max(height - 1, 1)] * 2 - 1
-    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].double()
-    out = F.grid_sample(tensor, torch.from_numpy(grid)[None], mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    """``image`` (HxWx3 uint8) warped by the 2x3 ``matrix`` into a ``size`` square, black outside.
+
+    The authors' condition script (``utils/retrieve_bg.py``) crops with ``cv2.warpAffine(...,
+    flags=cv2.INTER_LINEAR)`` on the uint8 image, and the network then sees that crop: OpenCV's
+    fixed-point bilinear filter (1/32-pixel positions, rounded to uint8). A float bilinear sample
+    differs by a level here and there, which moved the 68 points by up to 0.11 px end to end."""
+    cv2 = _opencv()
+    return cv2.warpAffine(np.ascontiguousarray(image, dtype=np.uint8), np.asarray(matrix, np.float64), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _opencv():
+    try:
+        import cv2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the 3DMM jaw crops the face with OpenCV as the authors do: pip install opencv-python "
+            f"(face-alignment installs it), or use the 2d jaw ({exc})") from exc
+    return cv2
 
 
 def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ the package and loaded from weight files we download and check ourselves (see
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,15 @@ class FaceAlignmentBackend:
         SFDDetector, FAN, crop, flip, get_preds_fromhm = _import_face_alignment()
         self._crop, self._flip, self._get_preds = crop, flip, get_preds_fromhm
         self.device = str(device)
-        self.detector = SFDDetector(self.device, path_to_detector=str(detector_path))
+        try:  # face-alignment reads it weights-only; say which file when that refuses it
+            self.detector = SFDDetector(self.device, path_to_detector=str(detector_path))
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(
+                f"{detector_path} could not be read as a weights-only PyTorch file ({str(exc).splitlines()[0]}). "
+                "Only plain tensors are loaded; download s3fd-619a316812.pth again."
+            ) from exc
         self.fan = FAN(4)
         load_strict(self.fan, read_weights_file(fan_path), str(fan_path), "face-alignment's 2D-FAN (2DFAN4)")
         self.fan.to(self.device).eval()

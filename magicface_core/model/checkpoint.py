@@ -205,9 +205,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, UNetCheckpoint]:
     raise CheckpointError(f"{path} does not exist")
 
 
+def check_writable(path: str | os.PathLike, parts: Mapping[str, UNetCheckpoint]) -> None:
+    """Refuse, before a byte is written, weights that are not finite in the precision they go out in
+    (an fp32 weight past 65504 becomes inf in fp16): the loader would only call the file damaged."""
+    for part in PART_NAMES:
+        for key, tensor in parts[part].state_dict.items():
+            if not tensor.is_floating_point() or _all_finite(tensor):
+                continue
+            dtype = str(tensor.dtype).replace("torch.", "")
+            cause = (f"it overflows {dtype}, whose largest value is {torch.finfo(tensor.dtype).max:g}; "
+                     "write fp32 or bf16 instead (--dtype bf16)") if tensor.dtype != torch.float32 \
+                else "it holds NaN or infinite values; the source is damaged"
+            raise CheckpointError(f"{path} was not written: the weight {part}.{key} is not finite ({cause})")
+
+
 def write_single_file(path: str | os.PathLike, parts: Mapping[str, UNetCheckpoint]) -> None:
     from safetensors.torch import save_file
 
+    check_writable(path, parts)
     tensors: dict[str, torch.Tensor] = {}
     metadata = {_METADATA_FORMAT_KEY: SINGLE_FILE_FORMAT}
     for part in PART_NAMES:
@@ -222,6 +237,7 @@ def write_single_file(path: str | os.PathLike, parts: Mapping[str, UNetCheckpoin
 def write_published_layout(root: str | os.PathLike, parts: Mapping[str, UNetCheckpoint]) -> None:
     from safetensors.torch import save_file
 
+    check_writable(root, parts)
     for part in PART_NAMES:
         folder = Path(root) / part
         folder.mkdir(parents=True, exist_ok=True)
@@ -268,6 +284,14 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state and not k.endswith(optional or ("\0",))]
     unexpected = [k for k in state if k not in expected]
+    floating = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+    not_floating = [f"{key_name(k)} ({str(state[k].dtype).replace('torch.', '')})"
+                    for k in floating if k in state and not state[k].is_floating_point()]
+    if not_floating:  # an int8/bool tensor would load, then fail with a traceback in the first computation
+        raise CheckpointError(
+            f"{source} is not {what}: {len(not_floating)} weight(s) are not floating point: {_list(not_floating)}. "
+            "The file is damaged or holds quantized weights; use the published fp32/fp16 weights."
+        )
     mismatched = [
         f"{key_name(k)} (file {list(state[k].shape)}, model {list(expected[k])})"
         for k in expected

@@ -10,12 +10,13 @@ sampler's output (already divided by 0.18215) decodes directly.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import NonFiniteError, WeightsNotFoundError
+from ..errors import CheckpointError, NonFiniteError, WeightsNotFoundError
 
 MAGICFACE_PROMPT = "A close up of a person."
 
@@ -67,6 +68,11 @@ def _from_folder(source, with_unet: bool) -> SD15Parts:
             CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
             UNet2DConditionModel.from_pretrained(folder, subfolder="unet") if with_unet else None,
         )
+    except pickle.UnpicklingError as exc:  # transformers/diffusers read .bin files weights-only
+        raise CheckpointError(
+            f"{folder} holds a .bin weights file that is more than plain tensors, so it was not loaded (it could "
+            f"run code: {str(exc).splitlines()[0]}). Download the folder again, keeping its .safetensors files."
+        ) from exc
     except (OSError, ValueError) as exc:
         needs = "unet/, vae/, text_encoder/ and tokenizer/" if with_unet else "vae/, text_encoder/ and tokenizer/"
         raise WeightsNotFoundError(

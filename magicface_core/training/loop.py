@@ -253,7 +253,7 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
     layout = {"processes": accelerator.num_processes, "batch_size": config.batch_size,
               "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        load_training_state(accelerator, resume_from)
         global_step = _step_number(resume_from)
         logger.info("resumed from %s (step %d)", resume_from, global_step)
         _warn_if_layout_changed(resume_from, layout, accelerator.is_main_process)
@@ -345,6 +345,42 @@ def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int
         for stale in old[:-config.keep_checkpoints] if config.keep_checkpoints > 0 else []:
             shutil.rmtree(stale)
     accelerator.wait_for_everyone()
+
+
+def load_training_state(accelerator, folder: Path) -> None:
+    """``accelerator.load_state``, with nothing in the folder able to run code.
+
+    accelerate reads its own files weights-only, but the objects registered for checkpointing (the
+    EMA, ``custom_checkpoint_N.pkl``) with ``weights_only=False``, and it skips an unreadable RNG file
+    without a word. So every pickle is first opened weights-only here (memory-mapped: nothing is read
+    twice) and refused by name if it holds anything else, and the registered objects are read
+    weights-only too."""
+    import accelerate.accelerator as accelerate_accelerator
+    from accelerate.utils import load as weights_only_load  # torch.load(weights_only=True) + RNG types
+
+    from ..errors import CheckpointError
+
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".bin", ".pkl", ".pt", ".pth"):
+            continue
+        try:
+            weights_only_load(str(path), map_location="cpu", mmap=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} holds more than weights and training state, so it was not loaded (it could run "
+                f"code: {str(exc).splitlines()[0]}). Resume from a checkpoint this pack wrote "
+                "(--resume latest after deleting this folder, or --resume PATH/checkpoints/step-N)."
+            ) from exc
+
+    def load_custom_state(obj, path: str, index: int = 0) -> None:
+        obj.load_state_dict(weights_only_load(f"{path}/custom_checkpoint_{index}.pkl", map_location="cpu"))
+
+    unsafe = accelerate_accelerator.load_custom_state
+    accelerate_accelerator.load_custom_state = load_custom_state
+    try:
+        accelerator.load_state(str(folder))
+    finally:
+        accelerate_accelerator.load_custom_state = unsafe
 
 
 def _warn_if_layout_changed(checkpoint: Path, layout: dict, main: bool) -> None:
