@@ -85,41 +85,6 @@ class ManagedModule:
             self.module.to(torch_device())
 
 
-# --- MagicFace in ComfyUI's own UNet (the MODEL path) ---------------------------------------
-
-def comfy_unet(loaded, part: str):
-    """ComfyUI's ModelPatcher over one of the loaded model's UNets (``"denoiser"`` or ``"id_encoder"``),
-    built once per loaded model; it shares the loaded weights, ComfyUI moves and offloads them."""
-    if part not in loaded.comfy_unets:
-        from . import comfy_model
-
-        unet = loaded.model.denoiser if part == "denoiser" else loaded.model.id_encoder
-        loaded.comfy_unets[part] = comfy_model.build_patcher(unet, part == "denoiser", torch_device(), offload_device())
-    return loaded.comfy_unets[part]
-
-
-def encode_identity(loaded, id_latents: torch.Tensor, text: torch.Tensor):
-    """The ID encoder's features: in ComfyUI through its own UNet under its memory management
-    (partial loading included), elsewhere through the core."""
-    if not in_comfyui():
-        return loaded.encode_identity(id_latents, text)
-    from . import comfy_model
-
-    return comfy_model.encode_identity(comfy_unet(loaded, "id_encoder"), id_latents, text)
-
-
-def identity_model(loaded, features):
-    """MagicFace's denoiser as a ComfyUI MODEL whose self-attentions see ``features``."""
-    if not in_comfyui():
-        from ..magicface_core.errors import MagicFaceError
-
-        raise MagicFaceError("a ComfyUI MODEL exists only inside ComfyUI; outside it, sample with "
-                             "MagicFace.sample (magicface_core)")
-    from . import comfy_model
-
-    return comfy_model.with_identity(comfy_unet(loaded, "denoiser"), features)
-
-
 # --- progress and cancel ---------------------------------------------------------------------
 
 class Progress:
@@ -172,6 +137,11 @@ def download_progress():
     return lambda done, total: progress.update(int(100 * done / total) if total else 0, 100)
 
 
+def report_download(done: int, total: int) -> None:
+    """A download's progress on the bar of the node running now (one function: shared toolkits keep it)."""
+    Progress(100).update(int(100 * done / total) if total else 0, 100)
+
+
 # --- model folders ---------------------------------------------------------------------------
 
 def magicface_dirs() -> list[Path]:
@@ -200,19 +170,17 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
     return tuple(dirs)
 
 
-def face_toolkit(detector: str = "face_alignment", jaw: str = "3dmm"):
-    """The process-wide face networks, weights under models/magicface, ComfyUI's progress bar for downloads.
-    In ComfyUI each network is built on the offload device and brought to the GPU by ComfyUI's memory
-    management when used (so "unload models" frees it); the parser is chosen per call."""
-    from ..magicface_core.faces.toolkit import shared_toolkit
+def face_toolkit(choice=None):
+    """The face networks of a :class:`~magicface_core.faces.toolkit.FaceToolsChoice` (default: the
+    defaults), weights under models/magicface, ComfyUI's progress bar for downloads. Shared per process
+    and per choice, and never changed by a caller. In ComfyUI each network is built on the offload
+    device and brought to the GPU by ComfyUI's memory management when used ("unload models" frees it)."""
+    from ..magicface_core.faces.toolkit import FaceToolsChoice, shared_toolkit
 
-    if in_comfyui():
-        toolkit = shared_toolkit(str(weights_root()), str(offload_device()), detector, jaw, managed_placement)
-    else:
-        toolkit = shared_toolkit(str(weights_root()), str(torch_device()), detector, jaw)
-    toolkit.search = preprocessing_search_dirs()
-    toolkit.progress = download_progress()
-    return toolkit
+    choice = choice or FaceToolsChoice()
+    device, placement = (str(offload_device()), managed_placement) if in_comfyui() else (str(torch_device()), None)
+    return shared_toolkit(str(weights_root()), device, choice.detector, choice.jaw, placement,
+                          preprocessing_search_dirs(), report_download)
 
 
 def managed_placement(module: torch.nn.Module):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..au import AUVector
+from ..batching import ChunkProgress
 from ..edit import EditSettings, decode_images, encode_identity, encode_images
 from ..errors import NoFaceError, VideoInputError
 from ..faces.crop import crop_to_transform, paste_back
@@ -199,22 +200,14 @@ class _ChunkSampler:
 
     def __init__(self, model, sd15, features, text, edit: EditSettings, frames: int, on_progress: Progress | None):
         self.model, self.sd15, self.features, self.text, self.edit = model, sd15, features, text, edit
-        self.total = frames * edit.steps
-        self.done = 0
-        self.on_progress = on_progress
+        report = None if on_progress is None else (lambda done, total, _denoised: on_progress(done, total))
+        self.progress = ChunkProgress(frames, edit.steps, report)
 
     def __call__(self, cond_latents: torch.Tensor, deltas: AUVector) -> list[np.ndarray]:
-        count = len(deltas)
-
-        def step(i: int, n: int, _latents) -> None:
-            if self.on_progress is not None:
-                self.on_progress(self.done + i * count, self.total)
-
         # The same seed draws the same start noise for every chunk: every frame starts alike.
         latents = self.model.sample(self.features, cond_latents, deltas, self.text, steps=self.edit.steps,
                                     guidance=self.edit.guidance, sampler=self.edit.sampler, seed=self.edit.seed,
-                                    callback=step)
-        self.done += count * self.edit.steps
+                                    callback=self.progress.for_chunk(len(deltas)))
         return decode_images(self.sd15, latents)
 
 
