@@ -8,7 +8,7 @@ from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError
 from ..magicface_core.au import SWEEP_MAX_STEPS, au_sweep
 from ..magicface_core.video.tracking import estimate_aus_where_found
 from .face_nodes import detector_input, face_tools_for, face_tools_input
-from .host import face_toolkit
+from .face_tools import face_toolkit
 from .images import to_arrays
 from .schema import AUDelta, AUs, Crop, schema
 

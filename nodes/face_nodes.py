@@ -10,7 +10,7 @@ from ..magicface_core import ImageInputError
 from ..magicface_core.batching import batch_size
 from ..magicface_core.faces.crop import paste_back
 from ..magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS, FaceToolsChoice
-from .host import face_toolkit
+from .face_tools import face_toolkit
 from .images import to_arrays, to_image, to_mask
 from .schema import Crop, FaceTools, schema
 

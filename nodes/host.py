@@ -132,11 +132,6 @@ def latent_previewer():
     return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latent_format.process_in(latents))
 
 
-def download_progress():
-    progress = Progress(100)
-    return lambda done, total: progress.update(int(100 * done / total) if total else 0, 100)
-
-
 def report_download(done: int, total: int) -> None:
     """A download's progress on the bar of the node running now (one function: shared toolkits keep it)."""
     Progress(100).update(int(100 * done / total) if total else 0, 100)
@@ -168,21 +163,3 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
             dirs.append(root)
             dirs.extend(p for p in root.iterdir() if p.is_dir())
     return tuple(dirs)
-
-
-def face_toolkit(choice=None):
-    """The face networks of a :class:`~magicface_core.faces.toolkit.FaceToolsChoice` (default: the
-    defaults), weights under models/magicface, ComfyUI's progress bar for downloads. Shared per process
-    and per choice, and never changed by a caller. In ComfyUI each network is built on the offload
-    device and brought to the GPU by ComfyUI's memory management when used ("unload models" frees it)."""
-    from ..magicface_core.faces.toolkit import FaceToolsChoice, shared_toolkit
-
-    choice = choice or FaceToolsChoice()
-    device, placement = (str(offload_device()), managed_placement) if in_comfyui() else (str(torch_device()), None)
-    return shared_toolkit(str(weights_root()), device, choice.detector, choice.jaw, placement,
-                          preprocessing_search_dirs(), report_download)
-
-
-def managed_placement(module: torch.nn.Module):
-    """A network under ComfyUI's memory management: returns what loads it before each use."""
-    return ManagedModule(module).load

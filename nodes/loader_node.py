@@ -40,7 +40,7 @@ def resolve(name: str) -> Path:
     root = host.magicface_dirs()[0]
     target = MAGICFACE.path(root)
     if name == DOWNLOAD_CHOICE:
-        return fetch_magicface(root=root, progress=host.download_progress())
+        return fetch_magicface(root=root, progress=host.report_download)
     raise WeightsNotFoundError(
         f"no MagicFace weights named {name!r} in {', '.join(str(d) for d in host.magicface_dirs())}. "
         f"Download denoising_unet/ and ID_enc/ from https://huggingface.co/{MAGICFACE_REPO} into {target} "

@@ -14,7 +14,7 @@ from ..magicface_core.video.keyframes import INTERPOLATIONS, interpolate_keyfram
 from ..magicface_core.video.smoothing import AU_CUTOFF_HZ, smooth_aus
 from ..magicface_core.video.tracking import TrackSettings, nearest_found, track_faces
 from .face_nodes import face_tools_input
-from .host import face_toolkit
+from .face_tools import face_toolkit
 from .images import to_arrays, to_image
 from .schema import AUDelta, AUs, Crop, schema
 
