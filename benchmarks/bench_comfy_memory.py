@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import resource
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,18 +35,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
 
-    sys.path.insert(0, args.comfyui_dir)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    spec = importlib.util.spec_from_file_location("comfyui_magicface", args.pack / "__init__.py",
-                                                  submodule_search_locations=[str(args.pack)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_magicface"] = pack
-    spec.loader.exec_module(pack)
-    spec = importlib.util.spec_from_file_location("factories", REPO / "tests" / "support" / "factories.py")
-    factories = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(factories)
+    spec = importlib.util.spec_from_file_location("comfyui_model_check", REPO / "tests" / "comfyui_model_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    pack, factories = check.setup(args.comfyui_dir, pack_dir=args.pack)
 
     import torch
 

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+import itertools
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -40,6 +41,13 @@ def chunks(batch: int, per_chunk: int) -> Iterator[slice]:
         raise MagicFaceError(f"frames_per_chunk must be 1 or more, got {per_chunk}")
     for start in range(0, batch, per_chunk):
         yield slice(start, min(batch, start + per_chunk))
+
+
+def chunk_items(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most ``size`` items, read lazily (a clip's frames stream through)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def start_noise(seed: int, batch: int, per_edit: bool, latent_size: int = LATENT_SIZE) -> torch.Tensor | None:
@@ -75,7 +83,3 @@ class ChunkProgress:
 
 def pick_noise(noise: torch.Tensor | None, index: slice) -> torch.Tensor | None:
     return None if noise is None else rows(noise, index)
-
-
-def sizes_of(**inputs: Sequence) -> dict[str, int]:
-    return {name.replace("_", " "): len(value) for name, value in inputs.items()}

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUInputError, AUVector, emotion_preset
 from ..magicface_core.au import SWEEP_MAX_STEPS, au_sweep
 from ..magicface_core.video.tracking import estimate_aus_where_found
-from .face_nodes import detector_input, face_tools_for, face_tools_input
+from .face_nodes import detector_input, face_index_input, face_tools_for, face_tools_input
 from .face_tools import face_toolkit
 from .images import to_arrays
 from .schema import AUDelta, AUs, Crop, schema
@@ -27,8 +27,7 @@ class MagicFaceAUEstimate(io.ComfyNode):
     def define_schema(cls):
         return schema("MagicFaceAUEstimate", "MagicFace AU Estimate",
                       "AU intensities (0..5, LibreFace) of the face in each image.", [
-                          io.Image.Input("image"),
-                          io.Int.Input("face_index", default=0, min=0, max=32, tooltip="0 = the largest face"),
+                          io.Image.Input("image"), face_index_input(),
                           Crop.Input("crop", optional=True, tooltip=(
                               "from Face Track: frames marked without a face take the AUs of the nearest frame "
                               "with one")),

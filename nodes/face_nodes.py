@@ -31,6 +31,10 @@ def jaw_input():
     return io.Combo.Input("jaw", options=list(JAW_SOURCES), default="3dmm", optional=True, tooltip=JAW_TIP)
 
 
+def face_index_input():
+    return io.Int.Input("face_index", default=0, min=0, max=32, tooltip="0 = the largest face")
+
+
 def face_tools_input():
     return FaceTools.Input("face_tools", optional=True, tooltip=(
         "from MagicFace Face Tools: one choice of networks for the whole graph (it overrides this node's "
@@ -63,9 +67,7 @@ class MagicFaceFaceCrop(io.ComfyNode):
     def define_schema(cls):
         return schema("MagicFaceFaceCrop", "MagicFace Face Crop",
                       "Finds the face and crops the 512x512 portrait MagicFace edits, framed like the authors' crops.", [
-                          io.Image.Input("image"),
-                          io.Int.Input("face_index", default=0, min=0, max=32, tooltip="0 = the largest face"),
-                          detector_input(), face_tools_input(),
+                          io.Image.Input("image"), face_index_input(), detector_input(), face_tools_input(),
                       ], [io.Image.Output(display_name="portrait"), Crop.Output(display_name="crop")])
 
     @classmethod

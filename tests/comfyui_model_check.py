@@ -31,9 +31,9 @@ def rel(a, b) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
-def setup(comfyui_dir: str, pytorch_attention: bool = False):
+def setup(comfyui_dir: str, pytorch_attention: bool = False, pack_dir: Path = REPO):
     """ComfyUI importable (CPU; ``pytorch_attention``: as ``--use-pytorch-cross-attention``), then the
-    pack imported as ComfyUI does; returns (pack, factories)."""
+    pack (``pack_dir``, default this repository) imported as ComfyUI does; returns (pack, factories)."""
     sys.path.insert(0, comfyui_dir)
     os.chdir(comfyui_dir)
     import comfy.cli_args
@@ -42,8 +42,8 @@ def setup(comfyui_dir: str, pytorch_attention: bool = False):
     comfy.cli_args.args.use_pytorch_cross_attention = pytorch_attention
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("comfyui_magicface", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    spec = importlib.util.spec_from_file_location("comfyui_magicface", Path(pack_dir) / "__init__.py",
+                                                  submodule_search_locations=[str(pack_dir)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules["comfyui_magicface"] = pack
     spec.loader.exec_module(pack)
