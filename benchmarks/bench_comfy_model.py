@@ -48,8 +48,7 @@ def main() -> None:
     import comfy.sample
     from comfyui_magicface.magicface_core import AUVector, MagicFace
     from comfyui_magicface.magicface_core.model import checkpoint
-    from comfyui_magicface.nodes import host
-    from comfyui_magicface.nodes.types import LoadedMagicFace
+    from comfyui_magicface.nodes.loaded_model import LoadedMagicFace
 
     overrides = {} if args.size == "sd15" else factories.SMALL
     parts = factories.random_published_parts(overrides, seed=0)
@@ -57,17 +56,17 @@ def main() -> None:
              for part, (config, state) in parts.items()]
     del parts
     core = MagicFace(*unets)
-    loaded = LoadedMagicFace(core, host.ManagedModule(core.denoiser), host.ManagedModule(core.id_encoder), args.size)
+    loaded = LoadedMagicFace.wrap(core, args.size)
     g = torch.Generator().manual_seed(0)
     text_dim = core.denoiser.config.cross_attention_dim
     id_latents, cond_latents = torch.randn(1, 4, 64, 64, generator=g), torch.randn(1, 4, 64, 64, generator=g)
     text = torch.randn(1, 77, text_dim, generator=g)
     au = AUVector(torch.randn(args.batch, 12, generator=g))
     noise = torch.randn(args.batch, 4, 64, 64, generator=g)
-    features = host.encode_identity(loaded, id_latents, text)
-    model = pack.NODE_CLASS_MAPPINGS["MagicFaceIdentityModel"]().apply(loaded, features)[0]
-    positive, negative, latent = pack.NODE_CLASS_MAPPINGS["MagicFaceEditConditioning"]().encode(
-        [[text, {}]], torch.zeros(1, 512, 512, 3), check._LatentVAE(cond_latents), au)
+    features = loaded.encode_identity(id_latents, text)
+    model = pack.NODE_CLASS_MAPPINGS["MagicFaceIdentityModel"].execute(loaded, features).result[0]
+    positive, negative, latent = pack.NODE_CLASS_MAPPINGS["MagicFaceEditConditioning"].execute(
+        [[text, {}]], torch.zeros(1, 512, 512, 3), check._LatentVAE(cond_latents), au).result
 
     def timed(run) -> float:
         best = float("inf")

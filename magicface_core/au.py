@@ -254,6 +254,22 @@ def emotion_preset(name: str, strength: float = 1.0) -> AUVector:
     return AUVector.from_dict(EMOTION_PRESETS[key]) * strength
 
 
+SWEEP_MAX_STEPS = 64
+
+
+def au_sweep(au: str, start: float, stop: float, step: float, max_steps: int = SWEEP_MAX_STEPS) -> AUVector:
+    """One row per step of ``au`` from ``start`` towards ``stop`` (inclusive when it lands on it)."""
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise AUInputError(f"the sweep's start and stop must be finite numbers, got {start} and {stop}")
+    if not (math.isfinite(step) and step > 0):
+        raise AUInputError(f"the sweep's step must be a positive number (e.g. 2.0), got {step}")
+    count = int((abs(stop - start) + 1e-6) // step) + 1
+    if count > max_steps:
+        raise AUInputError(f"the sweep would make {count} edits; keep it under {max_steps} (raise the step)")
+    direction = 1.0 if stop >= start else -1.0
+    return AUVector.from_dicts([{au: start + direction * i * step} for i in range(count)])
+
+
 def _as_float(value: object, name: object) -> float:
     try:
         number = float(value)  # type: ignore[arg-type]

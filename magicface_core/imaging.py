@@ -57,6 +57,34 @@ def to_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
+RANGE_TOLERANCE = 1e-3  # float rounding of 0..1 pixels, not a different scale
+
+
+def check_pixel_batch(images: torch.Tensor, what: str = "the image") -> torch.Tensor:
+    """A batch of float images ``[B,H,W,C]`` in 0..1 (ComfyUI's IMAGE): a channels-first batch, or
+    floats on another scale (0..255, -1..1), is refused with what to do, never silently clipped."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got {shape}")
+    if images.shape[0] == 0:
+        raise ImageInputError(f"{what} is an empty batch: connect a node that outputs at least one image")
+    if images.shape[-1] not in (1, 2, 3, 4) and images.shape[1] in (1, 3, 4):
+        raise ImageInputError(
+            f"{what} is channels-first [B,C,H,W] (shape {tuple(images.shape)}); IMAGE batches are channels-last "
+            "[B,H,W,C]: convert it with images.movedim(1, -1) (or use a node that outputs an IMAGE)")
+    if images.is_floating_point() and images.numel():
+        low, high = (float(v) for v in torch.aminmax(images.detach().float()))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ImageInputError(f"{what} holds NaN or infinite values")
+        if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+            hint = ("divide it by 255" if high > 1.5 and low >= -RANGE_TOLERANCE else
+                    "map it with (x + 1) / 2" if low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE else
+                    "rescale it")
+            raise ImageInputError(f"{what} has values from {low:.3g} to {high:.3g}; IMAGE pixels are floats in "
+                                  f"0..1: {hint} (it was not clipped)")
+    return images
+
+
 def _unit_range(array: np.ndarray) -> np.ndarray:
     """Floats in 0..1: uint8 / 255, uint16 / 65535, bool as 0/1, floats as they are."""
     if array.dtype == np.uint8:

@@ -1,44 +1,36 @@
-"""ComfyUI nodes over magicface_core; each module holds the nodes of one task."""
+"""ComfyUI nodes over magicface_core (V3 schema); each module holds the nodes of one task."""
 
 from .au_nodes import MagicFaceAUDeltaBatch, MagicFaceAUDeltaEditor, MagicFaceAUEstimate, MagicFaceAUSweep
-from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFacePasteBack
-from .model_nodes import MagicFaceEditConditioning, MagicFaceIdentityModel
-from .models import MagicFaceModelLoader
-from .sampling import MagicFaceIDEncoder, MagicFaceKSampler
+from .face_nodes import MagicFaceFaceCrop, MagicFaceFaceParseContour, MagicFaceFaceTools, MagicFacePasteBack
+from .loader_node import MagicFaceModelLoader
+from .model_path_nodes import MagicFaceEditConditioning, MagicFaceIdentityModel
+from .sampler_nodes import MagicFaceIDEncoder, MagicFaceKSampler
 from .video_nodes import MagicFaceAUKeyframes, MagicFaceAUSmooth, MagicFaceFaceTrack
 
-NODE_CLASS_MAPPINGS = {
-    "MagicFaceModelLoader": MagicFaceModelLoader,
-    "MagicFaceAUEstimate": MagicFaceAUEstimate,
-    "MagicFaceAUDeltaEditor": MagicFaceAUDeltaEditor,
-    "MagicFaceAUSweep": MagicFaceAUSweep,
-    "MagicFaceAUDeltaBatch": MagicFaceAUDeltaBatch,
-    "MagicFaceFaceCrop": MagicFaceFaceCrop,
-    "MagicFaceFaceParseContour": MagicFaceFaceParseContour,
-    "MagicFaceIDEncoder": MagicFaceIDEncoder,
-    "MagicFaceKSampler": MagicFaceKSampler,
-    "MagicFacePasteBack": MagicFacePasteBack,
-    "MagicFaceFaceTrack": MagicFaceFaceTrack,
-    "MagicFaceAUSmooth": MagicFaceAUSmooth,
-    "MagicFaceAUKeyframes": MagicFaceAUKeyframes,
-    "MagicFaceIdentityModel": MagicFaceIdentityModel,
-    "MagicFaceEditConditioning": MagicFaceEditConditioning,
-}
+NODES = [
+    MagicFaceModelLoader,
+    MagicFaceAUEstimate,
+    MagicFaceAUDeltaEditor,
+    MagicFaceAUSweep,
+    MagicFaceAUDeltaBatch,
+    MagicFaceFaceCrop,
+    MagicFaceFaceParseContour,
+    MagicFaceIDEncoder,
+    MagicFaceKSampler,
+    MagicFacePasteBack,
+    MagicFaceFaceTrack,
+    MagicFaceAUSmooth,
+    MagicFaceAUKeyframes,
+    MagicFaceIdentityModel,
+    MagicFaceEditConditioning,
+    MagicFaceFaceTools,
+]
+# FineFace's nodes (nodes/fineface_nodes.py) join here: NODES += fineface_nodes.NODES
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "MagicFaceModelLoader": "MagicFace Model Loader",
-    "MagicFaceAUEstimate": "MagicFace AU Estimate",
-    "MagicFaceAUDeltaEditor": "MagicFace AU Delta Editor",
-    "MagicFaceAUSweep": "MagicFace AU Sweep",
-    "MagicFaceAUDeltaBatch": "MagicFace AU Delta Batch",
-    "MagicFaceFaceCrop": "MagicFace Face Crop",
-    "MagicFaceFaceParseContour": "MagicFace Face Parse + Contour",
-    "MagicFaceIDEncoder": "MagicFace ID Encoder",
-    "MagicFaceKSampler": "MagicFace KSampler",
-    "MagicFacePasteBack": "MagicFace Paste Back",
-    "MagicFaceFaceTrack": "MagicFace Face Track (video)",
-    "MagicFaceAUSmooth": "MagicFace AU Smooth (video)",
-    "MagicFaceAUKeyframes": "MagicFace AU Keyframes (video)",
-    "MagicFaceIdentityModel": "MagicFace Identity MODEL",
-    "MagicFaceEditConditioning": "MagicFace Edit Conditioning",
-}
+# V3 classes registered the V1 way: ComfyUI v0.8.0 and later run io.ComfyNode classes found in these mappings.
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+for _node in NODES:
+    _schema = _node.GET_SCHEMA()
+    NODE_CLASS_MAPPINGS[_schema.node_id] = _node
+    NODE_DISPLAY_NAME_MAPPINGS[_schema.node_id] = _schema.display_name

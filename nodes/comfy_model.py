@@ -8,15 +8,19 @@ Imported only inside ComfyUI (through :mod:`.host`). The mapping:
   :meth:`MagicFaceDenoiser.encode_adm` takes from the conditioning's ``magicface_au``;
 * the ID encoder is ComfyUI's SD 1.5 UNet, run once on the identity latent at t=0 while forward
   pre-hooks record each transformer block's input (the pass stops after the last block);
-* identity enters every self-attention through an ``attn1`` replace patch that appends the ID
-  keys and values ``to_k(norm1(id))``, ``to_v(norm1(id))``, computed once with the denoiser's
-  own (possibly patched) weights and reused at every step and by both guidance branches.
+* identity enters every self-attention through an ``attn1`` replace patch running the core's kernel
+  (:func:`~magicface_core.model.identity_attention.attend_with_identity`): the ID keys and values
+  ``to_k(norm1(id))``, ``to_v(norm1(id))`` are appended, made with the denoiser's own (possibly
+  patched) weights under the core's caching rule; the patch chains with other packs' attn1 patches.
 
 The weights are the loaded MagicFace model's own tensors (no copy); ComfyUI's ModelPatcher
 then moves, partially loads or offloads them like any checkpoint's UNet.
 """
 
 from __future__ import annotations
+
+import copy
+from functools import partial
 
 import torch
 
@@ -30,7 +34,8 @@ from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransforme
 
 from ..magicface_core.au import NUM_AUS
 from ..magicface_core.errors import CheckpointError
-from ..magicface_core.model.identity_attention import IdentityFeatures
+from ..magicface_core.model.identity_attention import (BlockIdentity, IdentityFeatures, attend_with_identity,
+                                                        check_block_count)
 from ..magicface_core.model.magicface import ID_ENCODER_TIMESTEP
 from .types import AU_KEY
 
@@ -102,7 +107,34 @@ def build_patcher(unet: torch.nn.Module, denoiser: bool, load_device, offload_de
         raise CheckpointError(f"ComfyUI's UNet does not match MagicFace's: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.device = offload_device
     model.model_sampling.to(offload_device)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    return patcher_class()(model, load_device=load_device, offload_device=offload_device)
+
+
+def patcher_class():
+    """The patcher ComfyUI's own checkpoint loader builds UNets with: ``CoreModelPatcher`` where the
+    version has it (its main.py points it at ModelPatcherDynamic when dynamic VRAM works), else
+    ``ModelPatcher``. Looked up at each call, as ComfyUI's loader does, since main.py rebinds it."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
+def denoiser_for(patcher):
+    """The core sampler's denoiser (:data:`magicface_core.model.magicface.DenoiserFor`) as ComfyUI's
+    UNet under ``patcher``: the identity patched in as for the MODEL path, the weights placed by
+    ComfyUI's memory management (partial or dynamic loading included)."""
+
+    def with_features(features: IdentityFeatures):
+        model = with_identity(patcher, features)
+        comfy.model_management.load_models_gpu([model])
+        unet = model.model.diffusion_model
+        options = model.model_options["transformer_options"]
+
+        def denoise(x, t, text, au):
+            timesteps = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+            return unet(x, timesteps, context=text, y=au, transformer_options=dict(options))
+
+        return denoise
+
+    return with_features
 
 
 def transformer_blocks(patcher) -> list[tuple[tuple, BasicTransformerBlock]]:
@@ -155,50 +187,49 @@ def encode_identity(patcher, id_latents: torch.Tensor, text: torch.Tensor) -> Id
 
 
 class IdentityAttention:
-    """``attn1`` replace patch of one denoiser block: self-attention over [image tokens, ID tokens]."""
+    """``attn1`` replace patch of one denoiser block: the core's identity kernel with ComfyUI's attention.
 
-    def __init__(self, block: BasicTransformerBlock, tokens: torch.Tensor):
-        self.block = block
-        self.tokens = tokens  # [B_id, M, C] on the intermediate device
-        self._kv = None
-        self._kv_for = None
+    It stacks: a replacement another pack made at this block before ours is kept and called with the
+    extended keys and values (so both take effect); one made after ours that chains the same way
+    (IPAdapter_plus's ``Attn2Replace`` pattern: keep what was there, call it) calls ours.
+    """
 
-    def _identity_kv(self, like: torch.Tensor):
-        attn = self.block.attn1
-        weight = attn.to_k.weight
-        # Once per placement of the weights; a patch (LoRA) sets new weight tensors. (No version counter:
-        # ComfyUI loads under inference mode, whose tensors have none.)
-        key = (like.device, like.dtype, id(weight), weight.data_ptr())
-        if self._kv_for != key:
-            normed = self.block.norm1(self.tokens.to(like.device, like.dtype))
-            self._kv, self._kv_for = (attn.to_k(normed), attn.to_v(normed)), key
-        return self._kv
+    def __init__(self, identity: BlockIdentity, previous=None):
+        self.identity = identity
+        self.previous = previous  # the replacement that was at this block, or None
 
     def __call__(self, q, k, v, extra_options):
-        id_k, id_v = self._identity_kv(q)
-        batch = q.shape[0]
-        if id_k.shape[0] != batch:  # [cond rows, uncond rows], each as many as the identities (or one)
-            if batch % id_k.shape[0]:
-                raise ValueError(f"identity batch {id_k.shape[0]} does not divide the sampling batch {batch}")
-            reps = batch // id_k.shape[0]
-            id_k, id_v = id_k.repeat(reps, 1, 1), id_v.repeat(reps, 1, 1)
-        return comfy_attention.optimized_attention(
-            q, torch.cat([k, id_k], dim=1), torch.cat([v, id_v], dim=1), extra_options["n_heads"],
-            attn_precision=extra_options.get("attn_precision"),
-        )
+        return attend_with_identity(q, k, v, self.identity, extra_options["n_heads"],
+                                    partial(self._attention, extra_options))
 
-    # ModelPatcher copies model options when cloning; the patch is shared, its cache travels with it.
+    def _attention(self, extra_options, q, k, v, heads):
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+
+    # ModelPatcher.clone deep-copies model options: the identity (the block's modules, the cache) is shared.
+    def __deepcopy__(self, memo):
+        return IdentityAttention(self.identity, copy.deepcopy(self.previous, memo))
+
+    # ModelPatcher moves replace patches with the model; ours holds no weights, what it wraps may.
     def to(self, device_or_dtype):
+        if self.previous is not None and hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device_or_dtype)
         return self
+
+
+def _attn1_replacement(patcher, key: tuple):
+    """The attn1 replacement ComfyUI would run at ``key`` (it looks up (name, id, index), then (name, id))."""
+    replace = patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    return replace.get(key, replace.get(key[:2]))
 
 
 def with_identity(patcher, features: IdentityFeatures):
     """A clone of the denoiser's ModelPatcher whose self-attentions see ``features``."""
     blocks = transformer_blocks(patcher)
-    if len(features.tokens) != len(blocks):
-        raise CheckpointError(f"the identity has {len(features.tokens)} features but the denoising UNet has "
-                              f"{len(blocks)} transformer blocks: the two UNets do not belong together")
+    check_block_count(len(features.tokens), len(blocks))
     model = patcher.clone()
-    for ((name, block_id, index), block), tokens in zip(blocks, features.tokens):
-        model.set_model_attn1_replace(IdentityAttention(block, tokens), name, block_id, index)
+    for (key, block), tokens in zip(blocks, features.tokens):
+        identity = BlockIdentity(tokens, block.norm1, block.attn1.to_k, block.attn1.to_v)
+        model.set_model_attn1_replace(IdentityAttention(identity, _attn1_replacement(model, key)), *key)
     return model

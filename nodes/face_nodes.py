@@ -1,112 +1,137 @@
-"""Face nodes: crop a photo to the 512 portrait, build the condition image, paste an edit back."""
+"""Face nodes: choose the face networks, crop a photo to the 512 portrait, build the condition image,
+paste an edit back."""
 
 from __future__ import annotations
 
 import numpy as np
+from comfy_api.latest import io
 
 from ..magicface_core import ImageInputError
+from ..magicface_core.batching import batch_size
 from ..magicface_core.faces.crop import paste_back
-from ..magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS
-from .host import face_toolkit
+from ..magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS, FaceToolsChoice
+from .face_tools import face_toolkit
 from .images import to_arrays, to_image, to_mask
-from .types import CATEGORY, MAGICFACE_CROP
+from .schema import Crop, FaceTools, schema
+
+DETECTOR_TIP = ("face_alignment: S3FD + 2D-FAN (downloaded); dlib: no download (face_recognition_models; its "
+                "68-point model is for non-commercial use). The crop is framed from the landmarks either way.")
+JAW_TIP = ("3dmm: the authors' jaw line, from a 3D face fit with the expression removed (downloads "
+           "d3dfr_res50_nofc.pth and BFM_model_front.mat); 2d: the landmark model's own jaw line")
+PARSER_TIP = "bisenet: the authors' parser; facer: needs pyfacer + torchvision"
 
 
 # Optional inputs with defaults, so workflows saved before they existed still load.
-DETECTOR_INPUT = ("detector", (list(DETECTORS), {
-    "default": "face_alignment",
-    "tooltip": "face_alignment: S3FD + 2D-FAN (downloaded); dlib: no download (face_recognition_models; "
-               "its 68-point model is for non-commercial use). The crop is framed from the landmarks either way."}))
-JAW_INPUT = ("jaw", (list(JAW_SOURCES), {
-    "default": "3dmm",
-    "tooltip": "3dmm: the authors' jaw line, from a 3D face fit with the expression removed (downloads "
-               "d3dfr_res50_nofc.pth and BFM_model_front.mat); 2d: the landmark model's own jaw line"}))
+def detector_input():
+    return io.Combo.Input("detector", options=list(DETECTORS), default="face_alignment", optional=True,
+                          tooltip=DETECTOR_TIP)
 
 
-class MagicFaceFaceCrop:
-    DESCRIPTION = "Finds the face and crops the 512x512 portrait MagicFace edits, framed like the authors' crops."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", MAGICFACE_CROP)
-    RETURN_NAMES = ("portrait", "crop")
-    FUNCTION = "crop"
+def jaw_input():
+    return io.Combo.Input("jaw", options=list(JAW_SOURCES), default="3dmm", optional=True, tooltip=JAW_TIP)
+
+
+def face_index_input():
+    return io.Int.Input("face_index", default=0, min=0, max=32, tooltip="0 = the largest face")
+
+
+def face_tools_input():
+    return FaceTools.Input("face_tools", optional=True, tooltip=(
+        "from MagicFace Face Tools: one choice of networks for the whole graph (it overrides this node's "
+        "detector, parser and jaw widgets)"))
+
+
+def face_tools_for(face_tools: FaceToolsChoice | None, **widgets) -> FaceToolsChoice:
+    """The connected Face Tools choice, else the one this node's own widgets make."""
+    return face_tools if face_tools is not None else FaceToolsChoice(**widgets)
+
+
+class MagicFaceFaceTools(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("MagicFaceFaceTools", "MagicFace Face Tools", (
+            "One choice of face networks for the graph: connect it to Face Crop, Face Parse + Contour, AU Estimate "
+            "and Face Track so they all detect, parse and draw the jaw alike."), [
+            io.Combo.Input("detector", options=list(DETECTORS), default="face_alignment", tooltip=DETECTOR_TIP),
+            io.Combo.Input("parser", options=list(PARSERS), default="bisenet", tooltip=PARSER_TIP),
+            io.Combo.Input("jaw", options=list(JAW_SOURCES), default="3dmm", tooltip=JAW_TIP),
+        ], [FaceTools.Output(display_name="face_tools")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE",),
-            "face_index": ("INT", {"default": 0, "min": 0, "max": 32, "tooltip": "0 = the largest face"}),
-        }, "optional": dict([DETECTOR_INPUT])}
+    def execute(cls, detector: str, parser: str, jaw: str):
+        return io.NodeOutput(FaceToolsChoice(detector=detector, parser=parser, jaw=jaw))
 
-    def crop(self, image, face_index: int, detector: str = "face_alignment"):
-        toolkit = face_toolkit(detector=detector)
+
+class MagicFaceFaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("MagicFaceFaceCrop", "MagicFace Face Crop",
+                      "Finds the face and crops the 512x512 portrait MagicFace edits, framed like the authors' crops.", [
+                          io.Image.Input("image"), face_index_input(), detector_input(), face_tools_input(),
+                      ], [io.Image.Output(display_name="portrait"), Crop.Output(display_name="crop")])
+
+    @classmethod
+    def execute(cls, image, face_index: int, detector: str = "face_alignment", face_tools=None):
+        toolkit = face_toolkit(face_tools_for(face_tools, detector=detector))
         crops, transforms = zip(*(toolkit.crop(photo, face_index) for photo in to_arrays(image, "the image")))
-        return (to_image(list(crops)), tuple(transforms))
+        return io.NodeOutput(to_image(list(crops)), tuple(transforms))
 
 
-class MagicFaceFaceParseContour:
-    DESCRIPTION = ("The condition image: the person blacked out (face parsing) with the jaw line drawn as "
-                   "coloured dots; and the person's mask.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("condition", "person_mask")
-    FUNCTION = "condition"
+class MagicFaceFaceParseContour(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("MagicFaceFaceParseContour", "MagicFace Face Parse + Contour", (
+            "The condition image: the person blacked out (face parsing) with the jaw line drawn as coloured dots; "
+            "and the person's mask."), [
+            io.Image.Input("image", tooltip="the 512x512 portrait (from Face Crop or an authors'-style crop)"),
+            io.Combo.Input("parser", options=list(PARSERS), default="bisenet", tooltip=PARSER_TIP),
+            Crop.Input("crop", optional=True, tooltip=(
+                "from Face Track: frames marked without a face are skipped (Paste Back passes them through)")),
+            jaw_input(), detector_input(), face_tools_input(),
+        ], [io.Image.Output(display_name="condition"), io.Mask.Output(display_name="person_mask")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "the 512x512 portrait (from Face Crop or an authors'-style crop)"}),
-            "parser": (list(PARSERS), {"default": "bisenet",
-                                       "tooltip": "bisenet: the authors' parser; facer: needs pyfacer + torchvision"}),
-        }, "optional": {"crop": (MAGICFACE_CROP, {"tooltip": "from Face Track: frames marked without a face are "
-                                                             "skipped (Paste Back passes them through)"}),
-                     **dict([JAW_INPUT, DETECTOR_INPUT])}}
-
-    def condition(self, image, parser: str, crop=None, jaw: str = "3dmm", detector: str = "face_alignment"):
-        toolkit = face_toolkit(detector, jaw)
+    def execute(cls, image, parser: str, crop=None, jaw: str = "3dmm", detector: str = "face_alignment",
+                face_tools=None):
+        choice = face_tools_for(face_tools, detector=detector, parser=parser, jaw=jaw)
+        toolkit = face_toolkit(choice)
         portraits = to_arrays(image, "the portrait")
         if crop is not None and len(crop) != len(portraits):
             raise ImageInputError(f"{len(portraits)} portraits but {len(crop)} crops")
         results = [
-            toolkit.condition(portrait, parser=parser) if crop is None or crop[i] is not None
+            toolkit.condition(portrait, parser=choice.parser) if crop is None or crop[i] is not None
             else (portrait, np.zeros(portrait.shape[:2], dtype=bool))
             for i, portrait in enumerate(portraits)
         ]
         conditions, masks = zip(*results)
-        return (to_image(list(conditions)), to_mask(list(masks)))
+        return io.NodeOutput(to_image(list(conditions)), to_mask(list(masks)))
 
 
-class MagicFacePasteBack:
-    DESCRIPTION = "Blends edited portraits back into the original photo around the face; the rest is untouched."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    FUNCTION = "paste"
+class MagicFacePasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("MagicFacePasteBack", "MagicFace Paste Back",
+                      "Blends edited portraits back into the original photo around the face; the rest is untouched.", [
+                          io.Image.Input("original"),
+                          io.Image.Input("edited", tooltip=(
+                              "decoded edits (any square size: upscaled crops paste back sharper)")),
+                          Crop.Input("crop"),
+                          io.Boolean.Input("keep_detail", default=True, tooltip=(
+                              "add only what the edit changed, keeping the photo's own detail")),
+                          io.Mask.Input("mask", optional=True, tooltip=(
+                              "where to paste, in crop coordinates (default: the face)")),
+                      ], [io.Image.Output(display_name="image")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "original": ("IMAGE",),
-                "edited": ("IMAGE", {"tooltip": "decoded edits (any square size: upscaled crops paste back sharper)"}),
-                "crop": (MAGICFACE_CROP,),
-                "keep_detail": ("BOOLEAN", {"default": True, "tooltip":
-                                "add only what the edit changed, keeping the photo's own detail"}),
-            },
-            "optional": {"mask": ("MASK", {"tooltip": "where to paste, in crop coordinates (default: the face)"})},
-        }
-
-    def paste(self, original, edited, crop, keep_detail: bool, mask=None):
+    def execute(cls, original, edited, crop, keep_detail: bool, mask=None):
         if not crop:
             raise ImageInputError(
                 "Paste Back needs the crop output of the MagicFace Face Crop node that cut the portrait from "
                 "this photo; connect it to the crop input"
             )
         originals, edits = to_arrays(original, "the original photo"), to_arrays(edited, "the edited portrait")
-        count = max(len(originals), len(edits), len(crop))
-        if any(n not in (1, count) for n in (len(originals), len(edits), len(crop))):
-            raise ImageInputError(
-                f"batch sizes do not match: {len(originals)} originals, {len(edits)} edits, {len(crop)} crops")
-        masks = [None] * count if mask is None else [np.asarray(m) for m in mask.cpu().float().numpy()]
+        count = batch_size({"originals": len(originals), "edits": len(edits), "crops": len(crop)})
+        masks = [None] if mask is None else [np.asarray(m) for m in mask.cpu().float().numpy()]
         # A crop of None (Face Track: no face in that frame) passes the original through.
         results = [
             originals[i % len(originals)] if crop[i % len(crop)] is None else
@@ -114,4 +139,4 @@ class MagicFacePasteBack:
                        mask=masks[i % len(masks)], keep_detail=keep_detail)
             for i in range(count)
         ]
-        return (to_image(results),)
+        return io.NodeOutput(to_image(results))

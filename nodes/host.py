@@ -85,41 +85,6 @@ class ManagedModule:
             self.module.to(torch_device())
 
 
-# --- MagicFace in ComfyUI's own UNet (the MODEL path) ---------------------------------------
-
-def comfy_unet(loaded, part: str):
-    """ComfyUI's ModelPatcher over one of the loaded model's UNets (``"denoiser"`` or ``"id_encoder"``),
-    built once per loaded model; it shares the loaded weights, ComfyUI moves and offloads them."""
-    if part not in loaded.comfy_unets:
-        from . import comfy_model
-
-        unet = loaded.model.denoiser if part == "denoiser" else loaded.model.id_encoder
-        loaded.comfy_unets[part] = comfy_model.build_patcher(unet, part == "denoiser", torch_device(), offload_device())
-    return loaded.comfy_unets[part]
-
-
-def encode_identity(loaded, id_latents: torch.Tensor, text: torch.Tensor):
-    """The ID encoder's features: in ComfyUI through its own UNet under its memory management
-    (partial loading included), elsewhere through the core."""
-    if not in_comfyui():
-        return loaded.encode_identity(id_latents, text)
-    from . import comfy_model
-
-    return comfy_model.encode_identity(comfy_unet(loaded, "id_encoder"), id_latents, text)
-
-
-def identity_model(loaded, features):
-    """MagicFace's denoiser as a ComfyUI MODEL whose self-attentions see ``features``."""
-    if not in_comfyui():
-        from ..magicface_core.errors import MagicFaceError
-
-        raise MagicFaceError("a ComfyUI MODEL exists only inside ComfyUI; outside it, sample with "
-                             "MagicFace.sample (magicface_core)")
-    from . import comfy_model
-
-    return comfy_model.with_identity(comfy_unet(loaded, "denoiser"), features)
-
-
 # --- progress and cancel ---------------------------------------------------------------------
 
 class Progress:
@@ -167,9 +132,9 @@ def latent_previewer():
     return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latent_format.process_in(latents))
 
 
-def download_progress():
-    progress = Progress(100)
-    return lambda done, total: progress.update(int(100 * done / total) if total else 0, 100)
+def report_download(done: int, total: int) -> None:
+    """A download's progress on the bar of the node running now (one function: shared toolkits keep it)."""
+    Progress(100).update(int(100 * done / total) if total else 0, 100)
 
 
 # --- model folders ---------------------------------------------------------------------------
@@ -198,23 +163,3 @@ def preprocessing_search_dirs() -> tuple[Path, ...]:
             dirs.append(root)
             dirs.extend(p for p in root.iterdir() if p.is_dir())
     return tuple(dirs)
-
-
-def face_toolkit(detector: str = "face_alignment", jaw: str = "3dmm"):
-    """The process-wide face networks, weights under models/magicface, ComfyUI's progress bar for downloads.
-    In ComfyUI each network is built on the offload device and brought to the GPU by ComfyUI's memory
-    management when used (so "unload models" frees it); the parser is chosen per call."""
-    from ..magicface_core.faces.toolkit import shared_toolkit
-
-    if in_comfyui():
-        toolkit = shared_toolkit(str(weights_root()), str(offload_device()), detector, jaw, managed_placement)
-    else:
-        toolkit = shared_toolkit(str(weights_root()), str(torch_device()), detector, jaw)
-    toolkit.search = preprocessing_search_dirs()
-    toolkit.progress = download_progress()
-    return toolkit
-
-
-def managed_placement(module: torch.nn.Module):
-    """A network under ComfyUI's memory management: returns what loads it before each use."""
-    return ManagedModule(module).load

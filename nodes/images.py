@@ -8,19 +8,14 @@ import numpy as np
 import torch
 
 from ..magicface_core import ImageInputError
-from ..magicface_core.imaging import needs_resize_to_portrait, resize_portraits, to_rgb_uint8
+from ..magicface_core.imaging import check_pixel_batch, needs_resize_to_portrait, resize_portraits, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
 
 def check_batch(images, what: str) -> torch.Tensor:
-    """An IMAGE batch ``[B,H,W,C]`` holding at least one image."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ImageInputError(f"{what}: expected an IMAGE batch [B,H,W,C], got {shape}")
-    if images.shape[0] == 0:
-        raise ImageInputError(f"{what} is an empty batch: connect a node that outputs at least one image")
-    return images
+    """An IMAGE batch ``[B,H,W,C]`` of at least one image, pixels in 0..1 (the core's check)."""
+    return check_pixel_batch(images, what)
 
 
 def to_arrays(images: torch.Tensor, what: str = "the image") -> list[np.ndarray]:

@@ -31,9 +31,9 @@ def rel(a, b) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
-def setup(comfyui_dir: str, pytorch_attention: bool = False):
+def setup(comfyui_dir: str, pytorch_attention: bool = False, pack_dir: Path = REPO):
     """ComfyUI importable (CPU; ``pytorch_attention``: as ``--use-pytorch-cross-attention``), then the
-    pack imported as ComfyUI does; returns (pack, factories)."""
+    pack (``pack_dir``, default this repository) imported as ComfyUI does; returns (pack, factories)."""
     sys.path.insert(0, comfyui_dir)
     os.chdir(comfyui_dir)
     import comfy.cli_args
@@ -42,8 +42,8 @@ def setup(comfyui_dir: str, pytorch_attention: bool = False):
     comfy.cli_args.args.use_pytorch_cross_attention = pytorch_attention
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("comfyui_magicface", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    spec = importlib.util.spec_from_file_location("comfyui_magicface", Path(pack_dir) / "__init__.py",
+                                                  submodule_search_locations=[str(pack_dir)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules["comfyui_magicface"] = pack
     spec.loader.exec_module(pack)
@@ -72,12 +72,23 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     write_published_checkpoint(tmp / "magicface", parts=random_published_parts(config, seed=0))
     os.environ["MAGICFACE_MODELS"] = str(tmp)
     from comfyui_magicface.magicface_core import MagicFace
-    from comfyui_magicface.nodes.types import LoadedMagicFace
+    from comfyui_magicface.nodes.loaded_model import LoadedMagicFace
+    import comfy.model_patcher
 
+    # As main.py does where dynamic VRAM works: CoreModelPatcher becomes another class. Our UNets must follow
+    # it (on v0.8.0, which has no CoreModelPatcher, they are ComfyUI's checkpoint loader's ModelPatcher).
+    has_core = hasattr(comfy.model_patcher, "CoreModelPatcher")
+    if has_core:
+        class MainPyPatcher(comfy.model_patcher.CoreModelPatcher):
+            pass
+        original, comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.CoreModelPatcher, MainPyPatcher
     with torch.inference_mode():  # as ComfyUI runs its loader node: the weights are inference tensors
         core = MagicFace.from_pretrained(tmp / "magicface", device="cpu", dtype=torch.float32)
-    loaded = LoadedMagicFace(core, host.ManagedModule(core.denoiser), host.ManagedModule(core.id_encoder), "tiny")
-    results = {}
+        loaded = LoadedMagicFace.wrap(core, "tiny")
+    results = {"patcher_classes": sorted({type(p).__name__ for p in loaded.patchers.values()}),
+               "has_core_model_patcher": has_core, "patchers": len(loaded.patchers)}
+    if has_core:
+        comfy.model_patcher.CoreModelPatcher = original
 
     g = torch.Generator().manual_seed(1)
     h = w = 16
@@ -88,12 +99,12 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     au[0, 6], au[1, 0] = 3.0, -2.0  # AU12 up; AU1 down: two edits in one batch
 
     # 1. identity features
-    ours = host.encode_identity(loaded, id_latents, text)
+    ours = loaded.encode_identity(id_latents, text)
     theirs = core.encode_identity(id_latents, text)
     results["identity_features"] = max(rel(a, b) for a, b in zip(ours.tokens, theirs.tokens))
 
     # 2. one noise prediction
-    model = pack.NODE_CLASS_MAPPINGS["MagicFaceIdentityModel"]().apply(loaded, ours)[0]
+    model = pack.NODE_CLASS_MAPPINGS["MagicFaceIdentityModel"].execute(loaded, ours).result[0]
     x = torch.randn(2, 4, h, w, generator=g)
     t = 500
     with torch.no_grad():
@@ -117,8 +128,8 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     # 3. a DDIM edit: KSampler's ddim + ddim_uniform vs the core's ddim
     steps, guidance = 10, 3.0
     conditioning = [[text, {}]]
-    positive, negative, latent = pack.NODE_CLASS_MAPPINGS["MagicFaceEditConditioning"]().encode(
-        conditioning, torch.zeros(1, 8 * h, 8 * w, 3), _LatentVAE(cond_latents), AUVector(au))
+    positive, negative, latent = pack.NODE_CLASS_MAPPINGS["MagicFaceEditConditioning"].execute(
+        conditioning, torch.zeros(1, 8 * h, 8 * w, 3), _LatentVAE(cond_latents), AUVector(au)).result
     noise = torch.randn(2, 4, h, w, generator=g)
     sigmas = comfy.samplers.calculate_sigmas(base.model_sampling, "ddim_uniform", steps)
     comfy_out = comfy.sample.sample(model, noise, steps, guidance, "ddim", "ddim_uniform", positive, negative,
@@ -147,6 +158,11 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
                           disable_pbar=True)
     results["custom_advanced_dpmpp_2m_karras_finite"] = bool(torch.isfinite(other).all())
     results["ddim_start_scale"] = float(s / (1 + s ** 2).sqrt())
+    # 5. The pack's own sampler (core loop, ComfyUI's UNet as denoiser) vs the core's diffusers UNet.
+    via_comfy = loaded.sample(ours, cond_latents, AUVector(au), text, steps=4, guidance=3.0, sampler="ddim", seed=1)
+    via_core = core.sample(theirs, cond_latents, AUVector(au), text, steps=4, guidance=3.0, sampler="ddim", seed=1)
+    results["pack_sampler_comfy_unet_vs_core"] = rel(via_comfy, via_core)
+    results.update(stacking(pack, loaded, model, ours, g))
     results["ddim_sigmas"] = [round(float(v), 5) for v in sigmas]
 
     text_out = json.dumps(results, indent=1)
@@ -154,6 +170,54 @@ def main(comfyui_dir: str, out: str | None = None) -> dict:
     if out:
         Path(out).write_text(text_out)
     return results
+
+
+class AddsTerm:
+    """Another pack's attn1 replacement that adds a known term (0.5 * q), chaining the IPAdapter_plus way:
+    what was at the block before it is kept and called."""
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, q, k, v, extra_options):
+        import comfy.ldm.modules.attention as attention
+
+        base = (self.previous(q, k, v, extra_options) if self.previous is not None else
+                attention.optimized_attention(q, k, v, extra_options["n_heads"]))
+        return base + 0.5 * q
+
+
+def stacking(pack, loaded, model, features, g) -> dict:
+    """Our identity patch and AddsTerm at every block, each order, against the sum computed by hand:
+    softmax(q [k; id_k]^T / sqrt(d)) [v; id_v] + 0.5 q, with id_k = to_k(norm1(id)), id_v = to_v(norm1(id))."""
+    import torch
+    from comfyui_magicface.nodes import comfy_model
+
+    def other_pack(patcher):
+        patcher = patcher.clone()
+        for key, _ in comfy_model.transformer_blocks(patcher):
+            patcher.set_model_attn1_replace(AddsTerm(comfy_model._attn1_replacement(patcher, key)), *key)
+        return patcher
+
+    denoiser = loaded.patchers["denoiser"]
+    orders = {"other_then_ours": comfy_model.with_identity(other_pack(denoiser), features),
+              "ours_then_other": other_pack(model)}
+    errors = {name: 0.0 for name in orders}
+    for (key, block), tokens in zip(comfy_model.transformer_blocks(denoiser), features.tokens):
+        heads, width = block.attn1.heads, block.attn1.to_q.out_features
+        q, k, v = (torch.randn(2, 16, width, generator=g) for _ in range(3))
+        with torch.no_grad():
+            normed = block.norm1(tokens)
+            id_k, id_v = block.attn1.to_k(normed).expand(2, -1, -1), block.attn1.to_v(normed).expand(2, -1, -1)
+            keys, values = torch.cat([k, id_k], 1), torch.cat([v, id_v], 1)
+            split = lambda t: t.view(2, t.shape[1], heads, width // heads).transpose(1, 2)
+            weights = torch.softmax(split(q) @ split(keys).transpose(-1, -2) / (width // heads) ** 0.5, dim=-1)
+            by_hand = (weights @ split(values)).transpose(1, 2).reshape(2, 16, width) + 0.5 * q
+            for name, patched in orders.items():
+                patch = patched.model_options["transformer_options"]["patches_replace"]["attn1"][key]
+                out = patch(q, k, v, {"n_heads": heads})
+                errors[name] = max(errors[name], rel(out, by_hand))
+    return {f"stacked_{name}_vs_hand": e for name, e in errors.items()}
 
 
 class _LatentVAE:

@@ -499,3 +499,29 @@ def test_a_dict_or_text_as_au_delta_means_what_it_says(tiny_model):
                                  noise=inputs["noise"])
                for au in ({"AU12": 3, "AU6": -1}, "AU12=3, AU6=-1", AUVector.from_dict({"AU12": 3, "AU6": -1}))]
     assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[2])
+
+
+# --- issue 21, node-facing: IMAGE layout and pixel range (the core's check_pixel_batch, called by the nodes) ----
+
+IMAGE_ROWS = [
+    ("ID Encoder, a BCHW tensor", "read as a 512x3 image: 'crop the face first'",
+     lambda p: _node(p, "MagicFaceIDEncoder")(magicface_model=None, image=torch.zeros(1, 3, 512, 512), vae=None,
+                                               conditioning=None), "ImageInputError",
+     ("channels-first", "movedim(1, -1)")),
+    ("KSampler, a BCHW condition", "read as a 512x3 image: 'crop the face first'",
+     lambda p: _node(p, "MagicFaceKSampler")(magicface_model=None, identity=None, condition=torch.zeros(1, 3, 512, 512),
+                                             vae=None, au_delta=p.magicface_core.AUVector.zeros(), conditioning=None,
+                                             seed=0, steps=20, au_guidance=3.0, sampler="uni_pc"), "ImageInputError",
+     ("channels-first", "[B,H,W,C]")),
+    ("Face Crop, floats in 0..255", "silently clipped to white",
+     lambda p: _node(p, "MagicFaceFaceCrop")(image=torch.full((1, 64, 64, 3), 128.0), face_index=0),
+     "ImageInputError", ("0..1", "divide it by 255", "not clipped")),
+    ("ID Encoder, floats in -1..1", "silently clipped (the dark half lost)",
+     lambda p: _node(p, "MagicFaceIDEncoder")(magicface_model=None, image=torch.linspace(-1, 1, 512 * 512 * 3).view(
+         1, 512, 512, 3), vae=None, conditioning=None), "ImageInputError", ("(x + 1) / 2", "0..1")),
+]
+
+
+@pytest.mark.parametrize("name, before, call, error, words", IMAGE_ROWS, ids=[r[0] for r in IMAGE_ROWS])
+def test_node_image_messages(pack, monkeypatch, tmp_path, name, before, call, error, words):
+    test_node_messages(pack, monkeypatch, tmp_path, name, before, call, error, words)

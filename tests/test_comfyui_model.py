@@ -47,3 +47,19 @@ def test_ksampler_ddim_edit_lands_on_the_cores_ddim(figures):
 def test_sampler_custom_advanced_parts_sample_the_model(figures):
     assert figures["custom_advanced_euler_vs_ksampler_ddim"] < 1e-6  # KSampler's ddim is euler on these sigmas
     assert figures["custom_advanced_dpmpp_2m_karras_finite"]
+
+
+def test_both_unets_use_the_patcher_class_comfyuis_checkpoint_loader_uses(figures):
+    # v0.33.0: CoreModelPatcher as main.py rebinds it (MainPyPatcher stands in for ModelPatcherDynamic, which
+    # needs a GPU); v0.8.0: ModelPatcher. One patcher per UNet: both sampling paths run under it.
+    expected = ["MainPyPatcher"] if figures["has_core_model_patcher"] else ["ModelPatcher"]
+    assert figures["patcher_classes"] == expected and figures["patchers"] == 2
+
+
+def test_the_pack_sampler_through_comfyuis_unet_equals_the_core(figures):
+    assert figures["pack_sampler_comfy_unet_vs_core"] < 1e-4
+
+
+def test_identity_patch_stacks_with_another_packs_attn1_replacement_in_either_order(figures):
+    assert figures["stacked_other_then_ours_vs_hand"] < 1e-5
+    assert figures["stacked_ours_then_other_vs_hand"] < 1e-5

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.support.paths import OFFICIAL, REPO
+from tests.support.paths import OFFICIAL, REPO, put_comfy_api_on_path
+
+COMFY_SOURCE = put_comfy_api_on_path()
 from tests.support.factories import link_face_weights, write_published_checkpoint, TINY
 
 
@@ -76,7 +78,9 @@ def check_outputs(pack, node_cls, outputs):
         elif kind in (types.AU_VECTOR, types.AU_DELTA):
             assert isinstance(value, core.AUVector)
         elif kind == types.MAGICFACE_MODEL:
-            assert isinstance(value, types.LoadedMagicFace)
+            assert isinstance(value, pack.nodes.loaded_model.LoadedMagicFace)
+        elif kind == types.MAGICFACE_FACE_TOOLS:
+            assert isinstance(value, core.faces.toolkit.FaceToolsChoice)
         elif kind == types.MAGICFACE_ID:
             assert isinstance(value, core.IdentityFeatures)
         elif kind == types.MAGICFACE_CROP:
@@ -87,9 +91,15 @@ def check_outputs(pack, node_cls, outputs):
             raise AssertionError(f"no check for {kind}")
 
 
+def call(node_cls, **inputs):
+    """As ComfyUI's executor calls a node: its FUNCTION; a V3 node's NodeOutput holds the outputs."""
+    outputs = getattr(node_cls(), node_cls.FUNCTION)(**inputs)
+    return tuple(outputs.result) if hasattr(outputs, "result") else outputs
+
+
 def run(pack, key, **inputs):
     node_cls = pack.NODE_CLASS_MAPPINGS[key]
-    outputs = getattr(node_cls(), node_cls.FUNCTION)(**inputs)
+    outputs = call(node_cls, **inputs)
     check_outputs(pack, node_cls, outputs)
     return outputs
 
@@ -100,7 +110,7 @@ def test_every_node_declares_what_comfyui_needs(pack):
             "MagicFaceIDEncoder", "MagicFaceKSampler"} <= set(pack.NODE_CLASS_MAPPINGS)
     for key, cls in pack.NODE_CLASS_MAPPINGS.items():
         spec = cls.INPUT_TYPES()
-        function = getattr(cls, cls.FUNCTION)
+        function = cls.execute  # V3: ComfyUI's FUNCTION (EXECUTE_NORMALIZED) passes the inputs on to execute
         params = inspect.signature(function).parameters
         takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
         for name in spec["required"]:
@@ -115,6 +125,9 @@ def test_the_pack_imports_without_comfyui_and_nothing_heavy(tmp_path):
     # As ComfyUI does it: from the folder's __init__.py, with nothing of the repository on sys.path.
     code = textwrap.dedent(f"""
         import importlib.util, sys
+        sys.path.append({str(COMFY_SOURCE)!r})  # ComfyUI's own API (comfy_api), as inside ComfyUI
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
         spec = importlib.util.spec_from_file_location("ComfyUI-MagicFace", {str(REPO / "__init__.py")!r},
                                                       submodule_search_locations=[{str(REPO)!r}])
         pack = importlib.util.module_from_spec(spec)
@@ -134,11 +147,11 @@ def test_the_pack_imports_without_comfyui_and_nothing_heavy(tmp_path):
 
 def test_loader_lists_and_loads_both_formats(env, models_dir, tmp_path):
     loader = env.NODE_CLASS_MAPPINGS["MagicFaceModelLoader"]
-    choices = loader.INPUT_TYPES()["required"]["weights"][0]
+    choices = loader.INPUT_TYPES()["required"]["weights"][1]["options"]  # V3: a COMBO with its options
     assert "magicface-tiny" in choices and choices[-1].startswith("download mengtingwei/magicface")
     (model,) = run(env, "MagicFaceModelLoader", weights="magicface-tiny", dtype="fp32")
     model.model.save_pretrained(models_dir / "tiny.safetensors")
-    assert "tiny.safetensors" in loader.INPUT_TYPES()["required"]["weights"][0]
+    assert "tiny.safetensors" in loader.INPUT_TYPES()["required"]["weights"][1]["options"]
     (again,) = run(env, "MagicFaceModelLoader", weights="tiny.safetensors", dtype="bf16")
     assert again.model.dtype == torch.bfloat16
     with pytest.raises(env.magicface_core.WeightsNotFoundError, match="huggingface.co/mengtingwei/magicface"):

@@ -181,8 +181,8 @@ def test_training_runs_validates_and_its_checkpoint_edits(tmp_path, sd15, pack, 
     # The node pack's loader finds and loads it.
     monkeypatch.setenv("MAGICFACE_MODELS", str(output))
     loader = pack.NODE_CLASS_MAPPINGS["MagicFaceModelLoader"]
-    assert "magicface.safetensors" in loader.INPUT_TYPES()["required"]["weights"][0]
-    (loaded,) = loader().load("magicface.safetensors", "fp32")
+    assert "magicface.safetensors" in loader.INPUT_TYPES()["required"]["weights"][1]["options"]
+    (loaded,) = loader.execute("magicface.safetensors", "fp32").result
     assert loaded.model.denoiser.conv_in.in_channels == 8
 
 

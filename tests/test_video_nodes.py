@@ -74,3 +74,24 @@ def test_ksampler_in_chunks_gives_the_latents_of_one_batch(env, noise_per_edit, 
     (chunked,) = run(env, "MagicFaceKSampler", frames_per_chunk=2, **common)
     (whole,) = run(env, "MagicFaceKSampler", frames_per_chunk=16, **common)
     assert torch.allclose(chunked["samples"], whole["samples"], atol=1e-4)
+
+
+def test_one_face_tools_choice_reaches_every_face_node_and_changes_no_shared_toolkit(env, monkeypatch):  # noqa: F811
+    (choice,) = run(env, "MagicFaceFaceTools", detector="dlib", parser="bisenet", jaw="2d")
+    seen = {}
+
+    def track(frames, faces, fps, settings):
+        seen["track"] = faces
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(env.nodes.video_nodes, "track_faces", track)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run(env, "MagicFaceFaceTrack", images=torch.rand(2, 64, 64, 3), fps=25.0, face_index=0, detect_every=1,
+            face_tools=choice)
+    assert (seen["track"].detector_name, seen["track"].jaw) == ("dlib", "2d")
+    default = env.nodes.face_tools.face_toolkit()
+    assert (default.detector_name, default.jaw) == ("face_alignment", "3dmm")  # the other graph's is untouched
+    assert env.nodes.face_tools.face_toolkit(choice) is seen["track"]  # shared per choice, networks load once
+    # Unconnected, a node's own widget decides (old workflows), and a connected choice overrides it.
+    tools = env.nodes.face_nodes.face_tools_for
+    assert tools(None, detector="dlib").detector == "dlib" and tools(choice, detector="face_alignment") is choice

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +33,21 @@ from .landmarks import FaceBox, pick_face
 PARSERS = ("bisenet", "facer")
 DETECTORS = ("face_alignment", "dlib")
 JAW_SOURCES = ("3dmm", "2d")
+
+@dataclass(frozen=True)
+class FaceToolsChoice:
+    """Which networks a graph's face steps use: the detector (and 68-point landmarks), the face
+    parser and the jaw line of the condition image."""
+
+    detector: str = "face_alignment"
+    parser: str = "bisenet"
+    jaw: str = "3dmm"
+
+    def __post_init__(self):
+        _check_choice("face detector", self.detector, DETECTORS)
+        _check_choice("face parser", self.parser, PARSERS)
+        _check_choice("jaw source", self.jaw, JAW_SOURCES)
+
 
 # Given a network, returns what brings it to the compute device before each use (e.g. ComfyUI's
 # memory management); without one, each network stays where it was built.
@@ -183,10 +199,13 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 @functools.lru_cache(maxsize=8)
 def shared_toolkit(weights_root: str, device: str, detector: str = "face_alignment", jaw: str = "3dmm",
-                   placement: Placement | None = None) -> FaceToolkit:
-    """One toolkit per weights folder, device, detector and jaw source, so networks load once per
-    process (the parser is chosen per call)."""
-    return FaceToolkit(weights_root, device, detector=detector, jaw=jaw, placement=placement)
+                   placement: Placement | None = None, search: tuple = (),
+                   progress: assets.Progress | None = None) -> FaceToolkit:
+    """One toolkit per weights folder, device, detector, jaw source, placement, search folders and
+    download reporter, so networks load once per process (the parser is chosen per call). Callers
+    never change a shared toolkit: everything it depends on is part of its key."""
+    return FaceToolkit(weights_root, device, detector=detector, jaw=jaw, placement=placement, search=search,
+                       progress=progress)
 
 
 def default_toolkit(device: torch.device | str = "cpu", parser: str = "bisenet",

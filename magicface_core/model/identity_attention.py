@@ -4,9 +4,11 @@ The paper's rule, per transformer block n: ``x' = (cat[x, id_n] + attn1(norm1(ca
 LayerNorm acts per token, so ``norm1(cat[x, id]) = cat[norm1(x), norm1(id)]``, and only the
 first N outputs are kept, so only the N denoising tokens need queries. The ID tokens enter as
 extra keys and values, ``to_k(norm1(id_n))`` and ``to_v(norm1(id_n))``, which are the same at
-every step and for both guidance branches: :meth:`IdentityInjection.identity_kv` computes them
-once per edit, and each denoiser call passes them to the processors as its own argument (never
-stored on the shared processors). The block's own residual and the rest of the stock block stay untouched.
+every step and for both guidance branches. :func:`attend_with_identity` is the one kernel and
+:class:`BlockIdentity` the one caching rule, used by the diffusers processor here and by the
+ComfyUI ``attn1`` patch alike (``nodes/comfy_model.py``, with ComfyUI's attention). Each diffusers
+denoiser call passes its identity to the processors as its own argument (never stored on the shared
+processors). The block's own residual and the rest of the stock block stay untouched.
 """
 
 from __future__ import annotations
@@ -165,12 +167,61 @@ def _without(module: torch.nn.Module, removed: set[str], prefix: str = "") -> to
 # (UNet2DConditionModel passes ``cross_attention_kwargs`` on to every attention processor).
 IDENTITY_KWARG = "identity"
 
+# ``attention(q, k, v, heads) -> out``, each ``[B, tokens, heads * head_dim]``: the host's attention
+# (scaled dot product here, ComfyUI's optimized attention in its UNet).
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, tokens, width = q.shape
+    split = [t.view(batch, t.shape[1], heads, width // heads).transpose(1, 2) for t in (q, k, v)]
+    out = F.scaled_dot_product_attention(*split, attn_mask=None, dropout_p=0.0, is_causal=False)
+    return out.transpose(1, 2).reshape(batch, tokens, width).to(q.dtype)
+
+
+class BlockIdentity:
+    """One transformer block's identity keys and values ``to_k(norm1(id))``, ``to_v(norm1(id))``
+    (``[B_id, M, C]``), made with that block's own modules.
+
+    The caching rule, for every host: computed once per placement of the block's weights
+    (device, dtype, the weight tensors themselves: a LoRA or an offload sets new ones) and reused
+    at every step and by both guidance branches; recomputed on every call while autograd records
+    (training), so gradients reach the weights and a gradient-checkpoint recompute sees the same work.
+    """
+
+    def __init__(self, tokens: torch.Tensor, norm: torch.nn.Module, to_k: torch.nn.Module, to_v: torch.nn.Module):
+        self.tokens, self.norm, self.to_k, self.to_v = tokens, norm, to_k, to_v
+        self._kv = None
+        self._key = None
+
+    def kv(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values on ``like``'s device and dtype."""
+        # No version counter: ComfyUI loads under inference mode, whose tensors have none.
+        key = (like.device, like.dtype, *((id(w), w.data_ptr()) for w in (self.to_k.weight, self.to_v.weight)))
+        if self._key == key and not torch.is_grad_enabled():
+            return self._kv
+        normed = self.norm(self.tokens.to(like.device, like.dtype))
+        kv = (self.to_k(normed), self.to_v(normed))
+        if not torch.is_grad_enabled():
+            self._kv, self._key = kv, key
+        return kv
+
+
+def attend_with_identity(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, identity: BlockIdentity, heads: int,
+                         attention: Attention = sdpa_attention) -> torch.Tensor:
+    """The identity kernel: self-attention of the N denoising tokens over ``[their keys, the ID keys]``
+    (``q, k, v``: ``[B, N, C]``, projected; the ID rows broadcast by the batch rule)."""
+    id_k, id_v = identity.kv(q)
+    batch = q.shape[0]
+    return attention(q, torch.cat([k, _broadcast_batch(id_k, batch)], dim=1),
+                     torch.cat([v, _broadcast_batch(id_v, batch)], dim=1), heads)
+
 
 @dataclass(frozen=True)
 class IdentityKV:
-    """Each denoiser block's identity keys and values ``[B_id, heads, M, head_dim]`` for one call."""
+    """Each denoiser block's :class:`BlockIdentity` for one call (or one MODEL)."""
 
-    pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    blocks: tuple[BlockIdentity, ...]
 
 
 class IdentityAttnProcessor:
@@ -187,20 +238,9 @@ class IdentityAttnProcessor:
                  attention_mask=None, temb=None, identity: IdentityKV | None = None) -> torch.Tensor:
         if identity is None:
             raise RuntimeError("the denoising UNet was called without identity features bound; use MagicFace.sample")
-        id_key, id_value = identity.pairs[self.index]
-        batch, tokens, _ = hidden_states.shape
-        heads = attn.heads
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-        head_dim = query.shape[-1] // heads
-        query, key, value = (t.view(batch, tokens, heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        key = torch.cat([key, _broadcast_batch(id_key, batch)], dim=2)
-        value = torch.cat([value, _broadcast_batch(id_value, batch)], dim=2)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False)
-        out = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim).to(query.dtype)
-        out = attn.to_out[0](out)
-        return attn.to_out[1](out)
+        out = attend_with_identity(attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states),
+                                   identity.blocks[self.index], attn.heads)
+        return attn.to_out[1](attn.to_out[0](out))
 
 
 class _IgnoresIdentity:
@@ -241,27 +281,23 @@ class IdentityInjection:
             self.processors.append(processor)
 
     def identity_kv(self, features: IdentityFeatures) -> IdentityKV:
-        """Each block's identity keys and values, ``[B, heads, M, head_dim]``."""
-        if len(features.tokens) != len(self.blocks):
-            raise CheckpointError(
-                f"the ID encoder gave {len(features.tokens)} features but the denoising UNet has "
-                f"{len(self.blocks)} transformer blocks: the two UNets do not belong together"
-            )
-        kv = []
-        for block, tokens in zip(self.blocks, features.tokens):
-            attn = block.attn1
-            tokens = tokens.to(device=attn.to_k.weight.device, dtype=attn.to_k.weight.dtype)
-            normed = block.norm1(tokens)
-            batch, count, _ = normed.shape
-            key, value = attn.to_k(normed), attn.to_v(normed)
-            head_dim = key.shape[-1] // attn.heads
-            kv.append(tuple(t.view(batch, count, attn.heads, head_dim).transpose(1, 2) for t in (key, value)))
-        return IdentityKV(tuple(kv))
+        """Each block's identity keys and values (made on first use, see :class:`BlockIdentity`)."""
+        check_block_count(len(features.tokens), len(self.blocks))
+        return IdentityKV(tuple(BlockIdentity(tokens, block.norm1, block.attn1.to_k, block.attn1.to_v)
+                                for block, tokens in zip(self.blocks, features.tokens)))
 
     def call_kwargs(self, features: IdentityFeatures | IdentityKV) -> dict:
         """Keyword arguments of one denoiser call that bind ``features`` for that call only."""
         kv = features if isinstance(features, IdentityKV) else self.identity_kv(features)
         return {"cross_attention_kwargs": {IDENTITY_KWARG: kv}}
+
+
+def check_block_count(features: int, blocks: int) -> None:
+    if features != blocks:
+        raise CheckpointError(
+            f"the ID encoder gave {features} features but the denoising UNet has "
+            f"{blocks} transformer blocks: the two UNets do not belong together"
+        )
 
 
 def _check_supported(block, index: int) -> None:

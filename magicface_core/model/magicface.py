@@ -17,6 +17,7 @@ import torch
 from . import checkpoint
 from .. import devices
 from ..au import AUVector
+from ..batching import batch_size
 from ..errors import ImageInputError, NonFiniteError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
 from .schedulers import denoised_estimate, make_scheduler
@@ -28,6 +29,11 @@ LATENT_SCALE = 0.18215  # SD 1.5's VAE scaling factor
 ID_ENCODER_TIMESTEP = 0  # the ID encoder sees the clean identity latent
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+# One denoiser call: (latents + condition [B,8,h,w] in the model's dtype, timestep, text, AU rows) -> noise.
+Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# Given the edit's identity, the denoiser that sees it (a host's own UNet, e.g. ComfyUI's under its
+# memory management); made once per sampling call, inside the denoiser's placement.
+DenoiserFor = Callable[[IdentityFeatures], Denoise]
 # Latents are checked for NaN/inf every this many steps and after the last (0: only after the
 # last): one reduction and one device sync per check, nothing next to a UNet step.
 NONFINITE_CHECK_EVERY = 10
@@ -152,13 +158,18 @@ class MagicFace:
         """Run the ID encoder once on unscaled identity latents ``[B,4,h,w]``; text ``[B,77,D]``."""
         _check_latents("id_latents", id_latents)
         _check_text(text_embeds, self.id_encoder.config.cross_attention_dim)
-        batch = _batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
+        batch = batch_size({"id_latents": id_latents.shape[0], "text_embeds": text_embeds.shape[0]})
         device, dtype = self.device, self.dtype
         sample = _expand(id_latents, batch).to(device, dtype)
         text = _expand(text_embeds, batch).to(device, dtype)
         timestep = torch.tensor([ID_ENCODER_TIMESTEP], device=device)
         with self._placed(self.id_encoder):
             return self.recorder.record(lambda: self.id_encoder(sample, timestep, encoder_hidden_states=text))
+
+    def _diffusers_denoiser(self, features: IdentityFeatures) -> Denoise:
+        identity = self.injection.call_kwargs(features.to(self.device, self.dtype))  # this call's own, not the model's
+        return lambda x, t, text, au: self._denoise(x, t, encoder_hidden_states=text, class_labels=au,
+                                                    **identity).sample
 
     @torch.no_grad()
     def sample(
@@ -174,6 +185,7 @@ class MagicFace:
         seed: int | None = None,
         callback: StepCallback | None = None,
         per_item_noise: bool = False,
+        denoiser: DenoiserFor | None = None,
     ) -> torch.Tensor:
         """Denoise from noise to the edited latents; returns unscaled latents ``[B,4,h,w]``.
 
@@ -184,6 +196,7 @@ class MagicFace:
         ``per_item_noise`` (so a batch of AU variants differs only by the AUs).
         ``callback(step, total, denoised)`` runs after every step with the step's estimate of the
         result (unscaled latents, as returned; what a live preview shows); raising from it stops sampling.
+        ``denoiser``: run the denoiser some other way than this object's diffusers UNet (same weights).
         """
         steps, guidance, seed = check_steps(steps, sampler), check_guidance(guidance), check_seed(seed)
         if not isinstance(features, IdentityFeatures):
@@ -197,7 +210,7 @@ class MagicFace:
         }
         if noise is not None:
             sizes["noise"] = noise.shape[0]
-        batch = _batch_size(sizes)
+        batch = batch_size(sizes)
         latent_shape = (batch, cond_latents.shape[1], *cond_latents.shape[2:])
         id_tokens = features.tokens[0].shape[1]
         if id_tokens != cond_latents.shape[2] * cond_latents.shape[3]:
@@ -226,14 +239,11 @@ class MagicFace:
         latents = _expand(noise, batch).to(device, state_dtype) * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
         with self._placed(self.denoiser):
-            identity = self.injection.call_kwargs(features.to(device, dtype))  # this call's own, not the model's
+            denoise = (denoiser or self._diffusers_denoiser)(features)
             for i, t in enumerate(timesteps):
                 model_in = torch.cat([latents, latents]) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t)
-                eps = self._denoise(
-                    torch.cat([model_in.to(dtype), cond], dim=1), t, encoder_hidden_states=text, class_labels=au,
-                    **identity
-                ).sample.to(state_dtype)
+                eps = denoise(torch.cat([model_in.to(dtype), cond], dim=1), t, text, au).to(state_dtype)
                 if guided:
                     eps_au, eps_zero = eps.chunk(2)
                     eps = eps_zero + guidance * (eps_au - eps_zero)
@@ -283,15 +293,6 @@ def _check_text(text_embeds: torch.Tensor, width: int) -> None:
 def _check_latents(name: str, latents: torch.Tensor) -> None:
     if latents.ndim != 4 or latents.shape[1] != 4:
         raise ImageInputError(f"{name} must be VAE latents [B,4,h,w], got shape {tuple(latents.shape)}")
-
-
-def _batch_size(sizes: dict[str, int]) -> int:
-    batch = max(sizes.values())
-    wrong = {k: v for k, v in sizes.items() if v not in (1, batch)}
-    if wrong:
-        listed = ", ".join(f"{k}: {v}" for k, v in sizes.items())
-        raise ImageInputError(f"batch sizes do not match ({listed}); each must be 1 or {batch}")
-    return batch
 
 
 def _expand(t: torch.Tensor, batch: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..au import AUVector
+from ..batching import ChunkProgress, chunk_items, chunks
 from ..edit import EditSettings, decode_images, encode_identity, encode_images
 from ..errors import NoFaceError, VideoInputError
 from ..faces.crop import crop_to_transform, paste_back
@@ -117,7 +118,7 @@ def edit_clip(frames: Frames, fps: float, change: ExpressionChange, model: Magic
 
     # 6. Chunk by chunk: crops, conditions from each frame itself, sampling, decode, paste back.
     def render() -> Iterator[np.ndarray]:
-        for chunk in _chunks(enumerate(frames), settings.frames_per_chunk):
+        for chunk in chunk_items(enumerate(frames), settings.frames_per_chunk):
             todo = [(t, frame) for t, frame in chunk if track.transforms[t] is not None]
             edited = {}
             if todo:
@@ -174,8 +175,8 @@ def animate_portrait(photo: np.ndarray, driving: Frames, fps: float, model: Magi
     sample = _ChunkSampler(model, sd15, features, text, edit, len(track), on_progress)
 
     def render() -> Iterator[np.ndarray]:
-        for start in range(0, len(track), settings.frames_per_chunk):
-            images = sample(cond_latents, deltas[start:start + settings.frames_per_chunk])
+        for index in chunks(len(track), settings.frames_per_chunk):
+            images = sample(cond_latents, deltas[index])
             for image in images:
                 yield image if transform is None else paste_back(photo, image, transform)
 
@@ -186,7 +187,7 @@ def au_trajectory(frames: Frames, track: FaceTrack, faces: FaceToolkit, fps: flo
                   settings: VideoSettings) -> AUVector:
     """AU intensities per frame (from each frame's own landmarks), gaps held, smoothed over time."""
     rows = np.full((len(track), 12), np.nan, dtype=np.float32)
-    for chunk in _chunks(enumerate(frames), settings.frames_per_chunk):
+    for chunk in chunk_items(enumerate(frames), settings.frames_per_chunk):
         todo = [(t, frame) for t, frame in chunk if track.landmarks[t] is not None]
         if todo:
             aus = faces.estimate_aus([frame for _, frame in todo], landmarks=[track.landmarks[t] for t, _ in todo])
@@ -199,29 +200,15 @@ class _ChunkSampler:
 
     def __init__(self, model, sd15, features, text, edit: EditSettings, frames: int, on_progress: Progress | None):
         self.model, self.sd15, self.features, self.text, self.edit = model, sd15, features, text, edit
-        self.total = frames * edit.steps
-        self.done = 0
-        self.on_progress = on_progress
+        report = None if on_progress is None else (lambda done, total, _denoised: on_progress(done, total))
+        self.progress = ChunkProgress(frames, edit.steps, report)
 
     def __call__(self, cond_latents: torch.Tensor, deltas: AUVector) -> list[np.ndarray]:
-        count = len(deltas)
-
-        def step(i: int, n: int, _latents) -> None:
-            if self.on_progress is not None:
-                self.on_progress(self.done + i * count, self.total)
-
         # The same seed draws the same start noise for every chunk: every frame starts alike.
         latents = self.model.sample(self.features, cond_latents, deltas, self.text, steps=self.edit.steps,
                                     guidance=self.edit.guidance, sampler=self.edit.sampler, seed=self.edit.seed,
-                                    callback=step)
-        self.done += count * self.edit.steps
+                                    callback=self.progress.for_chunk(len(deltas)))
         return decode_images(self.sd15, latents)
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 def _nth(frames: Frames, index: int) -> np.ndarray:

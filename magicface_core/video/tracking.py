@@ -69,6 +69,28 @@ class FaceTrack:
         return [i for i, t in enumerate(self.transforms) if t is None]
 
 
+def nearest_found(found: list[int], frames: int) -> list[int]:
+    """For each frame, the frame with a face nearest to it (the framing a faceless frame borrows)."""
+    if not found:
+        raise ImageInputError(f"no face found in any of the {frames} frames")
+    return [min(found, key=lambda f: abs(f - t)) for t in range(frames)]
+
+
+def estimate_aus_where_found(faces, images: list[np.ndarray], found: list[bool], face_index: int = 0,
+                             landmarks: list | None = None):
+    """AU intensities per image; images without a face (``found`` False) take the nearest one's."""
+    from ..au import AUVector, NUM_AUS
+    from .smoothing import fill_gaps
+
+    rows = np.full((len(images), NUM_AUS), np.nan, dtype=np.float32)
+    todo = [i for i, ok in enumerate(found) if ok]
+    if todo:
+        aus = faces.estimate_aus([images[i] for i in todo], face_index,
+                                 landmarks=None if landmarks is None else [landmarks[i] for i in todo])
+        rows[todo] = aus.values.numpy()
+    return AUVector(fill_gaps(rows))
+
+
 def iou(a: FaceBox, b: FaceBox) -> float:
     w = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
     h = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))

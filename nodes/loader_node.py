@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfy_api.latest import io
+
 from ..magicface_core import MagicFace, WeightsNotFoundError
-from ..magicface_core.model.checkpoint import is_published_layout
 from ..magicface_core.assets import MAGICFACE, MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface
+from ..magicface_core.model.checkpoint import is_published_layout
 from . import host
-from .types import CATEGORY, MAGICFACE_MODEL, LoadedMagicFace
+from .loaded_model import LoadedMagicFace
+from .schema import MagicFaceModel, schema
 
 DOWNLOAD_CHOICE = f"download {MAGICFACE_REPO} ({MAGICFACE_DOWNLOAD_GB:.1f} GB)"
 DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
@@ -37,7 +40,7 @@ def resolve(name: str) -> Path:
     root = host.magicface_dirs()[0]
     target = MAGICFACE.path(root)
     if name == DOWNLOAD_CHOICE:
-        return fetch_magicface(root=root, progress=host.download_progress())
+        return fetch_magicface(root=root, progress=host.report_download)
     raise WeightsNotFoundError(
         f"no MagicFace weights named {name!r} in {', '.join(str(d) for d in host.magicface_dirs())}. "
         f"Download denoising_unet/ and ID_enc/ from https://huggingface.co/{MAGICFACE_REPO} into {target} "
@@ -45,25 +48,21 @@ def resolve(name: str) -> Path:
     )
 
 
-class MagicFaceModelLoader:
-    DESCRIPTION = "Loads MagicFace's ID encoder and AU-conditioned denoising UNet (SD 1.5 sized)."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (MAGICFACE_MODEL,)
-    RETURN_NAMES = ("magicface_model",)
-    FUNCTION = "load"
+class MagicFaceModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema("MagicFaceModelLoader", "MagicFace Model Loader",
+                      "Loads MagicFace's ID encoder and AU-conditioned denoising UNet (SD 1.5 sized).", [
+                          io.Combo.Input("weights", options=list(available_weights()) + [DOWNLOAD_CHOICE], tooltip=(
+                              "A folder in the published layout (denoising_unet/ + ID_enc/) or a .safetensors file "
+                              "written by this pack, under models/magicface. The download choice fetches the "
+                              "authors' weights there.")),
+                          io.Combo.Input("dtype", options=DTYPE_CHOICES, default="auto",
+                                         tooltip="auto: half precision on GPU, fp32 on CPU"),
+                      ], [MagicFaceModel.Output(display_name="magicface_model")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "weights": (list(available_weights()) + [DOWNLOAD_CHOICE], {
-                "tooltip": "A folder in the published layout (denoising_unet/ + ID_enc/) or a .safetensors file "
-                           "written by this pack, under models/magicface. The download choice fetches the "
-                           "authors' weights there."}),
-            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "auto: half precision on GPU, fp32 on CPU"}),
-        }}
-
-    def load(self, weights: str, dtype: str):
+    def execute(cls, weights: str, dtype: str):
         model = MagicFace.from_pretrained(resolve(weights), device=host.offload_device(), dtype=host.model_dtype(dtype))
         model.set_execution_device(host.torch_device())  # ComfyUI moves the weights there before each call
-        loaded = LoadedMagicFace(model, host.ManagedModule(model.denoiser), host.ManagedModule(model.id_encoder), weights)
-        return (loaded,)
+        return io.NodeOutput(LoadedMagicFace.wrap(model, weights))
