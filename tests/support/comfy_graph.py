@@ -27,7 +27,7 @@ DATA = Path(__file__).parents[1] / "data"
 # refreshes nothing and checks against the live server instead).
 BUILTINS_FILES = {"0.8.0": DATA / "comfyui_v0.8.0_builtin_nodes.json",
                   "0.33.0": DATA / "comfyui_v0.33.0_builtin_nodes.json"}
-NEWEST = "0.33.0"
+OLDEST, NEWEST = "0.8.0", "0.33.0"
 
 
 def load_builtins(version: str = NEWEST) -> dict:
