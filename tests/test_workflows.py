@@ -114,3 +114,37 @@ def test_workflows_are_what_the_builder_writes(pack):
     definitions = builder.definitions_for_workflows(pack)
     for name, build in builder.WORKFLOWS.items():
         assert json.loads((EXAMPLES / name).read_text()) == build(definitions), name
+
+
+def test_v3_nodes_are_read_as_the_server_reads_them():
+    """A V3 pack (comfy_entrypoint, io.ComfyNode) gives the same definitions as ComfyUI's /object_info."""
+    import types
+
+    from comfy_api.latest import ComfyExtension, io
+
+    class Node(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="TestV3Node", inputs=[
+                io.Image.Input("image"), io.Int.Input("seed", default=3, min=0, max=9, control_after_generate=True),
+                io.Combo.Input("mode", options=["a", "b"], default="b"), io.Mask.Input("mask", optional=True)],
+                outputs=[io.Image.Output("edited")])
+
+        @classmethod
+        def execute(cls, image, seed, mode, mask=None):
+            return io.NodeOutput(image)
+
+    class Extension(ComfyExtension):
+        async def get_node_list(self):
+            return [Node]
+
+    async def comfy_entrypoint():
+        return Extension()
+
+    definition = our_definitions(types.SimpleNamespace(comfy_entrypoint=comfy_entrypoint))["TestV3Node"]
+    server = json.loads(json.dumps(Node.GET_NODE_INFO_V1()))
+    assert definition == {key: server[key] for key in ("input", "input_order", "output", "output_name")}
+    assert [name for name, _ in widget_slots(definition)] == ["seed", "seed:control_after_generate", "mode"]
+    assert [(name, value) for name, _, value in restored_widgets(definition, [5])] == [
+        ("seed", 5), ("seed:control_after_generate", "fixed"), ("mode", "b")]
+    assert socket_inputs(definition) == [("image", "IMAGE", False), ("mask", "MASK", True)]
