@@ -4,8 +4,11 @@
 
 Starts ComfyUI on loopback (``--cpu``) with a fresh base directory holding this pack and small
 random weights in the formats ComfyUI's loaders read, then: checks the server's node
-definitions against ours, validates every workflow in workflows/ against the server, runs each
-to its saved images (the video workflows on two-frame clips), and cancels a run in the middle of sampling.
+definitions against ours, validates every workflow in example_workflows/ and every workflow as
+shipped in v0.1 (tests/data/workflows_shipped_v0_1: users' saved graphs) against the server, runs
+each to its saved images (the video workflows on two-frame clips), checks that ComfyUI's template
+browser lists the examples with their thumbnails, cancels a run in the middle of sampling, and (with a
+Chromium) checks that the frontend queues for each workflow the prompt that the other tests send.
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ import os
 import struct
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.comfy_graph import FRONTEND_ONLY, combo_options, input_kind, linked_input, to_api, our_definitions, widget_slots
+from tests.support.comfy_graph import (FRONTEND_ONLY, input_kind, linked_input, ordered_inputs, our_definitions,
+                                       restored_widgets, to_api, value_fits)
 from tests.support.comfy_server import CHROMIUM, Browser, Server, WebSocket, prepare_base
 from tests.support.paths import REPO
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+SHIPPED_V0_1 = sorted((REPO / "tests" / "data" / "workflows_shipped_v0_1").glob("*.json"))
+EVERY_WORKFLOW = WORKFLOWS + SHIPPED_V0_1
 TEST_FILES = {  # widget -> the small file this test provides
     ("CheckpointLoaderSimple", "ckpt_name"): "sd15-tiny.safetensors",
     ("UpscaleModelLoader", "model_name"): "tiny-x2.pth",
@@ -72,7 +79,11 @@ def test_pack_loads_and_every_node_matches_its_declaration(server, pack):
                 assert input_kind(theirs["input"][section][name]) == input_kind(spec), (key, name)
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def _workflow_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+@pytest.mark.parametrize("workflow", EVERY_WORKFLOW, ids=_workflow_id)
 def test_workflow_validates_against_the_server(server, workflow):
     definitions = server.get("/object_info")
     graph = json.loads(workflow.read_text())
@@ -85,12 +96,10 @@ def test_workflow_validates_against_the_server(server, workflow):
     for node in graph["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
-        slots = widget_slots(definitions[node["type"]])
-        assert len(slots) == len(node["widgets_values"]), node["type"]
-        for (name, spec), value in zip(slots, node["widgets_values"]):
-            options = combo_options(spec) if spec else None
-            if options and (node["type"], name) not in TEST_FILES:
-                assert value in options, (node["type"], name, value)
+        # the values this server's frontend restores (by position; defaults where the file has fewer)
+        for name, spec, value in restored_widgets(definitions[node["type"]], node["widgets_values"]):
+            if spec is not None:
+                assert value_fits(spec, value, (node["type"], name) in TEST_FILES), (node["type"], name, value)
 
 
 def _run(server, prompt: dict, timeout: float = 900) -> dict:
@@ -109,9 +118,24 @@ def _history(server, prompt_id: str, timeout: float) -> dict:
     raise TimeoutError(f"prompt {prompt_id} did not finish")
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=_workflow_id)
 def test_workflow_runs_to_saved_images(server, workflow):
+    _runs_to_saved_images(server, _prepared(server, workflow, steps=3)[0])
+
+
+@pytest.mark.parametrize("workflow", SHIPPED_V0_1, ids=_workflow_id)
+def test_v0_1_workflow_queues_its_examples_prompt_or_runs(server, workflow):
+    """A user's graph saved from v0.1, loaded unchanged on this ComfyUI: where the prompt it gives is
+    the prompt of today's example of that name, the example's run above is its run (each costs minutes
+    on a CPU); where it differs, it runs here."""
     prompt, _ = _prepared(server, workflow, steps=3)
+    example = REPO / "example_workflows" / workflow.name
+    if example.exists() and prompt == _prepared(server, example, steps=3)[0]:
+        return
+    _runs_to_saved_images(server, prompt)
+
+
+def _runs_to_saved_images(server, prompt: dict) -> None:
     entry = _run(server, prompt)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     saved = [image for output in entry["outputs"].values() for image in output.get("images", [])]
@@ -125,6 +149,16 @@ def test_workflow_runs_to_saved_images(server, workflow):
 
                 video = VideoFile(path)
                 assert sum(1 for _ in video) == 2 and video.info.fps == 8 and video.info.has_audio
+
+
+def test_the_template_browser_lists_the_examples_with_their_thumbnails(server):
+    listed = server.get("/workflow_templates")
+    assert sorted(listed["ComfyUI-MagicFace"]) == [p.stem for p in WORKFLOWS]
+    for path in WORKFLOWS:
+        for suffix in (".json", ".jpg"):
+            with urllib.request.urlopen(f"{server.url}/api/workflow_templates/ComfyUI-MagicFace/{path.stem}{suffix}",
+                                        timeout=30) as response:
+                assert response.read() == path.with_suffix(suffix).read_bytes()
 
 
 def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
@@ -208,12 +242,20 @@ def browser(server, tmp_path_factory):
     browser.close()
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", EVERY_WORKFLOW, ids=_workflow_id)
 def test_the_frontend_queues_what_we_convert(browser, server, workflow):
     """ComfyUI's own frontend loads the workflow and builds the prompt it would queue (graphToPrompt):
     the same prompt as tests/comfy_graph.to_api, which the other tests send."""
     graph = workflow.read_text()
     output = browser.evaluate(f"(async () => {{ await window.app.loadGraphData({graph}); "
                               f"return (await window.app.graphToPrompt()).output; }})()")
-    theirs = {key: {"class_type": node["class_type"], "inputs": node["inputs"]} for key, node in output.items()}
-    assert theirs == to_api(json.loads(graph), server.get("/object_info"))
+    definitions = server.get("/object_info")
+
+    def read_by_the_server(node, name):  # declared inputs and their dynamic widgets ("format.codec"); not
+        # the frontend's own preview widgets ("video-preview", there once the clip has loaded)
+        return name.split(".")[0] in {declared for declared, _, _ in ordered_inputs(definitions[node["class_type"]])}
+
+    theirs = {key: {"class_type": node["class_type"],
+                    "inputs": {k: v for k, v in node["inputs"].items() if read_by_the_server(node, k)}}
+              for key, node in output.items()}
+    assert theirs == to_api(json.loads(graph), definitions)

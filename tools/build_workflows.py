@@ -1,9 +1,12 @@
-"""Write the example workflows in workflows/ (ComfyUI's UI format) from short graph descriptions.
+"""Write the example workflows in example_workflows/ (ComfyUI's UI format) from short graph descriptions.
 
     python tools/build_workflows.py
 
-Widget order and socket layout come from the nodes' own definitions (ours, and ComfyUI
-v0.8.0's built-ins as saved in tests/data), so the files stay in step with the nodes.
+Widget order and socket layout come from the nodes' own definitions (ours, and the newest tested
+ComfyUI's built-ins as saved in tests/data), so the files stay in step with the nodes. Each file holds
+what that ComfyUI's frontend saves; older frontends load it too, since they restore widget values by
+position and ignore the values of widgets they do not have (tests/test_workflows.py checks each
+version).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.comfy_graph import combo_options, load_builtins, our_definitions, socket_inputs, widget_slots  # noqa: E402
+from tests.support.comfy_graph import (NEWEST, OLDEST, default_value, load_builtins, our_definitions,  # noqa: E402
+                                       socket_inputs, widget_slots)
 from tests.support.paths import load_pack  # noqa: E402
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
@@ -41,11 +45,7 @@ class Graph:
         definition = self.definitions[kind]
         values = []
         for name, spec in widget_slots(definition):
-            if spec is None:  # values the frontend adds after a widget
-                values.append("fixed" if name.endswith("control_after_generate") else "image")
-                continue
-            options = spec[1] if len(spec) > 1 else {}
-            values.append(widgets.pop(name) if name in widgets else options.get("default", _first_choice(spec)))
+            values.append(widgets.pop(name) if name in widgets else default_value(name, spec))
         if widgets:
             raise KeyError(f"{kind} has no widgets {sorted(widgets)}")
         node = {
@@ -81,11 +81,6 @@ class Graph:
             "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [0, 0]}},
             "version": 0.4,
         }
-
-
-def _first_choice(spec):
-    options = combo_options(spec)
-    return options[0] if options else None
 
 
 def shared_front(g: Graph, image_name: str, note: str):
@@ -374,13 +369,23 @@ WORKFLOWS = {
 }
 
 
+def definitions_for_workflows(pack) -> dict:
+    """The newest tested ComfyUI's node definitions and ours, with each built-in node's outputs as the
+    oldest has them: newer SaveImage/SaveVideo gained unlinked outputs, which a newer frontend adds
+    on loading, and which an older one would show as outputs its node lacks."""
+    newest, oldest = load_builtins(NEWEST), load_builtins(OLDEST)
+    builtins = {key: {**spec, "output": oldest[key]["output"], "output_name": oldest[key]["output_name"]}
+                for key, spec in newest.items()}
+    return {**builtins, **our_definitions(pack)}
+
+
 def main() -> None:
-    definitions = {**load_builtins(), **our_definitions(load_pack())}
-    out = REPO / "workflows"
+    definitions = definitions_for_workflows(load_pack())
+    out = REPO / "example_workflows"
     out.mkdir(exist_ok=True)
     for name, build in WORKFLOWS.items():
         (out / name).write_text(json.dumps(build(definitions), indent=1) + "\n")
-        print(f"wrote workflows/{name}")
+        print(f"wrote example_workflows/{name}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""The README's workflow pictures, taken from ComfyUI's own frontend in headless Chromium.
+"""The README's workflow pictures and the template browser's thumbnails, taken from ComfyUI's own
+frontend in headless Chromium.
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python \\
-        python tools/workflow_pictures.py [5_animate_portrait 6_edit_video ...] [--out docs/images]
+        python tools/workflow_pictures.py [5_animate_portrait 6_edit_video ...] [--only pictures|thumbnails]
 
 Starts a real ComfyUI on loopback with this pack (tests/support/comfy_server.py: small random
-weights, the official portraits and two short clips as inputs), loads each workflow into the
-frontend as a user would, fits the graph to a 1840x1000 view and saves
-``workflow_<name>.png``. An existing picture is replaced only with ``--overwrite``.
+weights, the official portraits and two short clips as inputs), loads each workflow of
+example_workflows/ into the frontend as a user would, and fits the graph to the view: a 1840x1000
+view saved as ``docs/images/workflow_<name>.png`` (the README's pictures), and a 1200x900 view
+saved as ``example_workflows/<name>.jpg`` at 480x360 (ComfyUI's template browser shows the ``.jpg``
+beside each ``.json``). An existing file is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from magicface_core.files import atomic_path  # noqa: E402
 from tests.support.comfy_server import CHROMIUM, Browser, Server, prepare_base  # noqa: E402
+from tools.build_workflows import MAGICFACE_WEIGHTS, SD15_CHECKPOINT, UPSCALER  # noqa: E402
 
-WIDTH, HEIGHT = 1840, 1000
+WORKFLOWS = REPO / "example_workflows"
+PICTURE_VIEW = (1840, 1000)
+THUMBNAIL_VIEW, THUMBNAIL_SIZE = (1200, 900), (480, 360)
 
 # Frame every node in the view: litegraph draws a node at (pos + offset) * scale.
 FIT_VIEW = """(() => {
@@ -48,23 +55,36 @@ FIT_VIEW = """(() => {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="workflow file names without .json (default: all)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
-    parser.add_argument("--overwrite", action="store_true", help="replace pictures that exist")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images", help="folder of the README's pictures")
+    parser.add_argument("--only", choices=("pictures", "thumbnails"), help="write only one of the two")
+    parser.add_argument("--overwrite", action="store_true", help="replace files that exist")
     args = parser.parse_args()
     comfyui_dir, comfyui_python = os.environ.get("COMFYUI_DIR"), os.environ.get("COMFYUI_PYTHON", sys.executable)
     if not comfyui_dir or not CHROMIUM:
         sys.exit("needs COMFYUI_DIR (a ComfyUI checkout; COMFYUI_PYTHON its Python) and Chromium on the PATH")
-    workflows = sorted((REPO / "workflows").glob("*.json"))
+    workflows = sorted(WORKFLOWS.glob("*.json"))
     if args.names:
         workflows = [w for w in workflows if w.stem in args.names]
-    targets = {w: args.out / f"workflow_{w.stem}.png" for w in workflows}
-    existing = [str(t) for t in targets.values() if t.exists()]
+    targets = []  # (workflow, kind, file)
+    for workflow in workflows:
+        if args.only != "thumbnails":
+            targets.append((workflow, "picture", args.out / f"workflow_{workflow.stem}.png"))
+        if args.only != "pictures":
+            targets.append((workflow, "thumbnail", workflow.with_suffix(".jpg")))
+    existing = [str(t) for _, _, t in targets if t.exists()]
     if existing and not args.overwrite:
         sys.exit(f"already there (pass --overwrite to replace): {', '.join(existing)}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        server = Server(prepare_base(tmp / "base", comfyui_dir, comfyui_python), comfyui_dir, comfyui_python)
+        base = prepare_base(tmp / "base", comfyui_dir, comfyui_python)
+        # The small test models under the names the workflows ask for: newer frontends frame a node
+        # whose model is missing in red.
+        for folder, name, test_model in (("checkpoints", SD15_CHECKPOINT, "sd15-tiny.safetensors"),
+                                         ("upscale_models", UPSCALER, "tiny-x2.pth"),
+                                         ("magicface", MAGICFACE_WEIGHTS, "magicface-tiny")):
+            (base / "models" / folder / name).symlink_to(base / "models" / folder / test_model)
+        server = Server(base, comfyui_dir, comfyui_python)
         browser = None
         try:
             # A first start shows the templates dialog; the pictures show the canvas alone (focus mode,
@@ -73,19 +93,26 @@ def main() -> None:
             server.post("/settings/Comfy.Graph.CanvasInfo", False)
             browser = Browser.on(server, tmp / "profile")
             browser.evaluate("window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
-            browser.screenshot(WIDTH, HEIGHT)  # the view size, before the graph is fitted to it
-            for workflow, target in targets.items():
-                browser.evaluate(f"window.app.loadGraphData({workflow.read_text()})")
-                time.sleep(3)  # image and video previews load from the server
-                scale = browser.evaluate(FIT_VIEW % {"width": WIDTH, "height": HEIGHT})
+            loaded = None
+            for workflow, kind, target in targets:
+                width, height = PICTURE_VIEW if kind == "picture" else THUMBNAIL_VIEW
+                browser.screenshot(width, height)  # the view size, before the graph is fitted to it
+                if loaded != workflow:
+                    browser.evaluate(f"window.app.loadGraphData({workflow.read_text()})")
+                    time.sleep(3)  # image and video previews load from the server
+                    loaded = workflow
+                scale = browser.evaluate(FIT_VIEW % {"width": width, "height": height})
                 time.sleep(1)
-                args.out.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(target.name + ".partial")
-                # 256 colours: a graph has few, and the picture is a third of the size.
-                picture = Image.open(io.BytesIO(browser.screenshot(WIDTH, HEIGHT))).convert("RGB")
-                picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(partial, format="PNG", optimize=True)
-                partial.replace(target)
-                print(json.dumps({"workflow": workflow.name, "picture": str(target), "scale": round(scale, 3)}))
+                picture = Image.open(io.BytesIO(browser.screenshot(width, height))).convert("RGB")
+                with atomic_path(target) as partial:
+                    if kind == "picture":
+                        # 256 colours: a graph has few, and the picture is a third of the size.
+                        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+                            partial, format="PNG", optimize=True)
+                    else:
+                        picture.resize(THUMBNAIL_SIZE, Image.Resampling.LANCZOS).save(
+                            partial, format="JPEG", quality=85, optimize=True)
+                print(json.dumps({"workflow": workflow.name, kind: str(target), "scale": round(scale, 3)}))
         finally:
             if browser is not None:
                 browser.close()
