@@ -9,10 +9,7 @@ from tests.support.paths import OFFICIAL, REPO, SHARED, load_pack, put_comfy_api
 
 # The nodes are V3 nodes (comfy_api.latest); the node tests call them in this process, so ComfyUI's
 # pure-Python API must import here too (COMFYUI_DIR, or the oldest snapshot in shared/).
-put_comfy_api_on_path()
-import comfy.cli_args  # noqa: E402 - before anything imports comfy.model_management, which reads it once
-
-comfy.cli_args.args.cpu = True  # as `main.py --cpu`: these machines have no GPU
+put_comfy_api_on_path()  # and ComfyUI set to the CPU where there is no GPU
 
 
 @pytest.fixture(autouse=True)

@@ -173,6 +173,7 @@ def test_cli_and_nodes_expose_the_detector_and_jaw(face_weights, tmp_path, pack)
 
     nodes = pack.NODE_CLASS_MAPPINGS
     crop_inputs = nodes["MagicFaceFaceCrop"].INPUT_TYPES()
-    assert crop_inputs["optional"]["detector"][0] == ["face_alignment", "dlib"]
+    # V3 combos: ("COMBO", {"options": [...], "default": ...})
+    assert crop_inputs["optional"]["detector"][1]["options"] == ["face_alignment", "dlib"]
     condition_inputs = nodes["MagicFaceFaceParseContour"].INPUT_TYPES()["optional"]
-    assert condition_inputs["jaw"][0] == ["3dmm", "2d"] and condition_inputs["jaw"][1]["default"] == "3dmm"
+    assert condition_inputs["jaw"][1]["options"] == ["3dmm", "2d"] and condition_inputs["jaw"][1]["default"] == "3dmm"

@@ -57,6 +57,12 @@ def put_comfy_api_on_path() -> Path:
     source = comfy_source()
     if str(source) not in sys.path:
         sys.path.append(str(source))
+        import torch
+
+        if not torch.cuda.is_available():
+            import comfy.cli_args  # before anything imports comfy.model_management, which reads it once
+
+            comfy.cli_args.args.cpu = True  # as `main.py --cpu`
     return source
 
 
@@ -67,6 +73,7 @@ def load_pack(name: str = "comfyui_magicface"):
 
     if name in sys.modules:
         return sys.modules[name]
+    put_comfy_api_on_path()  # ComfyUI always has it; without it the pack registers no nodes
     spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
