@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "fineface_reference.npz"
 RANK = 32
 TINY_SD2_UNET = {
-    "act_fn": "silu", "attention_head_dim": [2, 4], "block_out_channels": [32, 64], "center_input_sample": False,
+    "act_fn": "silu", "attention_head_dim": 2, "block_out_channels": [32, 64], "center_input_sample": False,
     "cross_attention_dim": 1024, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "downsample_padding": 1, "dual_cross_attention": False, "flip_sin_to_cos": True, "freq_shift": 0,
     "in_channels": 4, "layers_per_block": 1, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
