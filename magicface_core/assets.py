@@ -492,3 +492,43 @@ def resolve_sd15(path: str | os.PathLike | None, with_unet: bool = False) -> Pat
                          "Stable Diffusion 1.5 folder", (
         f"It needs vae/, text_encoder/ and tokenizer/{' and unet/' if with_unet else ''} as in "
         f"https://huggingface.co/{SD15_REPO}, or pass that hub id."))
+
+
+# --- FineFace (issue 18): AU-controlled text-to-image on SD 2.1-base -----------------------------
+
+FINEFACE_REPO = "Tvaranka/fineface"
+# No commit of the hub repo could be verified offline: follow "main" and check what the hub reports.
+FINEFACE_REVISION = "main"
+FINEFACE_LICENSE = "FineFace weights (Tvaranka/fineface), trained on research datasets; see the model card"
+
+
+def fineface_folder(repo: str = FINEFACE_REPO, revision: str | None = FINEFACE_REVISION) -> WeightFolder:
+    """FineFace's three published files for SD 2.1-base (about 130 MB)."""
+    entries = (("attn_processors.ckpt", 102), ("au_encoder.ckpt", 0.01), ("pytorch_lora_weights.safetensors", 27))
+    return WeightFolder("FineFace weights", repo, tuple(hub_file(repo, p, mb, FINEFACE_LICENSE, revision)
+                                                        for p, mb in entries))
+
+
+FINEFACE = fineface_folder()
+# The SD 1.5 variant's files: hf_path=None, found by name in the repo's file list when first needed.
+FINEFACE_SD15_FILES = tuple(
+    WeightFile(local_folder_name(FINEFACE_REPO), name, f"https://huggingface.co/{FINEFACE_REPO}", mb, FINEFACE_LICENSE,
+               hf_repo=FINEFACE_REPO, revision=FINEFACE_REVISION)
+    for name, mb in (("sd15_attn_processors.ckpt", 80), ("sd15_au_encoder.ckpt", 0.05)))
+
+
+def fetch_fineface(repo_id: str = FINEFACE_REPO, root: str | os.PathLike | None = None,
+                   progress: Progress | None = None, sd15_variant: bool = False) -> Path:
+    root = root or cache_dir()
+    folder = ensure_folder(FINEFACE if repo_id == FINEFACE_REPO else fineface_folder(repo_id, None), root, progress)
+    if sd15_variant:
+        for spec in FINEFACE_SD15_FILES:
+            ensure_weight(spec, root, progress)
+    return folder
+
+
+def resolve_fineface(path: str | os.PathLike = FINEFACE_REPO, sd15_variant: bool = False) -> Path:
+    """A local folder holding FineFace's files; a hub repo id (``Tvaranka/fineface``) is downloaded first."""
+    return _local_or_hub(str(path), lambda repo: fetch_fineface(repo, sd15_variant=sd15_variant), "FineFace weights", (
+        f"Pass the folder holding attn_processors.ckpt, au_encoder.ckpt and pytorch_lora_weights.safetensors "
+        f"(from https://huggingface.co/{FINEFACE_REPO}), or the hub id {FINEFACE_REPO}."))

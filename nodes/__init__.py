@@ -26,6 +26,9 @@ NODES = [
     MagicFaceFaceTools,
 ]
 # FineFace's nodes (nodes/fineface_nodes.py) join here: NODES += fineface_nodes.NODES
+from .fineface_nodes import NODES as _FINEFACE_NODES  # noqa: E402
+
+NODES += _FINEFACE_NODES
 
 # V3 classes registered the V1 way: ComfyUI v0.8.0 and later run io.ComfyNode classes found in these mappings.
 NODE_CLASS_MAPPINGS = {}

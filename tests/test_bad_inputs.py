@@ -525,3 +525,67 @@ IMAGE_ROWS = [
 @pytest.mark.parametrize("name, before, call, error, words", IMAGE_ROWS, ids=[r[0] for r in IMAGE_ROWS])
 def test_node_image_messages(pack, monkeypatch, tmp_path, name, before, call, error, words):
     test_node_messages(pack, monkeypatch, tmp_path, name, before, call, error, words)
+
+
+# --- issue 18, FineFace: every bad input refused (or warned about) before any sampling -----------
+
+def _fineface_weights(tmp_path):
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import compare_fineface_with_authors as parity
+
+    return parity.write_tiny_fineface(tmp_path)
+
+
+def test_fineface_sd15_model_to_the_sd2_patch_and_reverse():
+    from magicface_core.errors import SettingsError
+    from magicface_core.fineface.checks import check_base_width
+
+    with pytest.raises(SettingsError, match="SD 1.5 model.*SD 2.1-base"):
+        check_base_width(768, sd15_variant=False)
+    with pytest.raises(SettingsError, match="SD 2.x model.*SD 1.5"):
+        check_base_width(1024, sd15_variant=True)
+
+
+def test_fineface_aus_outside_0_to_5_warn_and_past_the_limit_refuse(caplog):
+    from magicface_core.errors import AUInputError
+    from magicface_core.fineface.checks import check_aus
+
+    with caplog.at_level("WARNING"):
+        check_aus({"AU12": 7})
+    assert "outside 0..5" in caplog.text
+    with pytest.raises(AUInputError, match="far outside"):
+        check_aus({"AU12": 50})
+
+
+def test_fineface_missing_file_offline(monkeypatch, tmp_path):
+    from magicface_core.assets import resolve_fineface
+    from magicface_core.errors import WeightsNotFoundError
+
+    monkeypatch.setenv("MAGICFACE_OFFLINE", "1")
+    monkeypatch.setenv("MAGICFACE_CACHE", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="switched off"):
+        resolve_fineface("Tvaranka/fineface")
+
+
+def test_fineface_pickle_with_code_and_lora_with_unexpected_keys(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from magicface_core.errors import CheckpointError
+    from magicface_core.fineface import FineFace
+
+    base, ff = _fineface_weights(tmp_path / "w")
+    bad = tmp_path / "bad"
+    shutil.copytree(ff, bad)
+    torch.save({"x": print}, bad / "attn_processors.ckpt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        FineFace.from_pretrained(bad, base=base)
+    shutil.copy(ff / "attn_processors.ckpt", bad / "attn_processors.ckpt")
+    lora = load_file(str(bad / "pytorch_lora_weights.safetensors"))
+    lora["unet.conv_in.lora_A.weight"] = torch.zeros(32, 4)
+    save_file(lora, str(bad / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        FineFace.from_pretrained(bad, base=base)

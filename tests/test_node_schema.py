@@ -13,7 +13,7 @@ from tests.support.paths import REPO
 V1 = json.loads((REPO / "tests" / "data" / "v1_node_schema.json").read_text())
 # Inputs added since, all optional sockets without a widget (they take no widget value slot).
 ADDED = {"face_tools"}
-NEW_NODES = {"MagicFaceFaceTools"}
+NEW_NODES = {"MagicFaceFaceTools", "MagicFaceFineFaceApply", "MagicFaceFineFaceAUConditioning"}
 # Keys V3 adds to every combo; the frontend reads the options from "options" or the list alike.
 V3_ONLY = {"multiselect", "options"}
 

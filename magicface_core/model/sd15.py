@@ -126,3 +126,32 @@ def vae_decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
                else "The latents already held NaN or infinity.")
         )
     return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def load_unet(folder: str | os.PathLike, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The ``unet/`` of any Stable Diffusion diffusers folder (1.5, 2.x), frozen, on ``device``/``dtype``."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet")
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{folder}/unet holds a .bin file that is more than plain tensors ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise WeightsNotFoundError(f"{folder} has no readable unet/ folder ({exc})") from exc
+    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_scheduler(folder: str | os.PathLike):
+    """A fresh scheduler from ``<folder>/scheduler`` (its own class: PNDM for SD 1.5 and 2.1-base)."""
+    import json
+
+    import diffusers
+
+    config_path = Path(folder) / "scheduler" / "scheduler_config.json"
+    try:
+        config = json.loads(config_path.read_text())
+        cls = getattr(diffusers, config.get("_class_name", "PNDMScheduler"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise WeightsNotFoundError(f"{config_path} is not a readable diffusers scheduler config ({exc})") from exc
+    return cls.from_config(config)
