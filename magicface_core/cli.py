@@ -336,9 +336,10 @@ def run_download(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from .training.prepare import run
+    from .training.prepare import Settings, check_settings, run
 
-    run(args, _face_toolkit(args))
+    check_settings(Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed))
+    run(args, _face_toolkit(args))  # the settings are checked before the face networks load
 
 
 def run_evaluate(args) -> None:
