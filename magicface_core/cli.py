@@ -336,9 +336,10 @@ def run_download(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from .training.prepare import run
+    from .training.prepare import Settings, check_settings, run
 
-    run(args, _face_toolkit(args))
+    check_settings(Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed))
+    run(args, _face_toolkit(args))  # the settings are checked before the face networks load
 
 
 def run_evaluate(args) -> None:
@@ -364,9 +365,24 @@ def _setup_logging(timestamps: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s" if timestamps else "%(message)s")
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed and locks released."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (0, 2 for an error the user can act on, 130 on Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    _interrupt_on_sigterm()
     training = bool(argv) and argv[0] == "train"
     args = None if training else build_parser().parse_args(argv)  # argparse exits 2 on bad flags
     _setup_logging(timestamps=training)

@@ -47,15 +47,18 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = True, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path next to ``path`` to write to; renamed to ``path`` when the block succeeds.
 
     On any error the temporary file is removed and ``path`` is left as it was. Without
     ``overwrite`` an existing ``path`` (e.g. made by another process meanwhile) is not replaced.
+    The name is unique per call, so two processes never write the same temporary file;
+    ``keep_suffix`` ends it in ``path``'s suffix for writers that pick a format from it (PyAV).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+                               + (path.suffix if keep_suffix else ""))
     try:
         yield temporary
         if not overwrite and path.exists():
@@ -63,3 +66,25 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike, option: str = "--out") -> Iterator[None]:
+    """Hold a lock beside ``path`` for the whole write: a second run on the same output is refused."""
+    from filelock import FileLock, Timeout  # huggingface_hub's own dependency
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(f".{path.name}.lock")
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutputPathError(
+            f"another run is writing {path} right now; wait for it to finish or choose another {option}"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+        lock_path.unlink(missing_ok=True)

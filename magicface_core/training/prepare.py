@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import ImageInputError, MagicFaceError, NoFaceError
+from ..files import atomic_path
 from ..imaging import load_image, save_image
 from .dataset import Frame, Pair, write_index
 
@@ -90,9 +91,36 @@ def read_frames(clip: Path, settings: Settings) -> Iterator[tuple[int, np.ndarra
         capture.release()
 
 
-def process_clip(clip: Path, out: Path, toolkit, settings: Settings) -> dict:
+def clip_keys(clips: list[Path]) -> dict[Path, str]:
+    """Each clip's folder name and key: its stem, or its whole name where two clips share a stem
+    (a.mp4 and a.mkv), so no clip reuses another's done.json."""
+    stems = [c.stem for c in clips]
+    return {c: c.stem if stems.count(c.stem) == 1 else c.name for c in clips}
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that would give no frames or loop forever, before any model loads."""
+    for name in ("frame_step", "max_frames"):
+        if getattr(settings, name) < 1:
+            raise MagicFaceError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(settings, name)})")
+    for name in ("min_gap", "pairs_per_clip"):
+        if getattr(settings, name) < 0:
+            raise MagicFaceError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(settings, name)})")
+
+
+def _read_done(done: Path) -> dict | None:
+    """A clip's finished record, or None when absent or half-written (the clip is then done again)."""
+    try:
+        record = json.loads(done.read_text())
+        return record if isinstance(record, dict) and {"frames", "frames_without_face"} <= record.keys() else None
+    except (OSError, ValueError):
+        return None
+
+
+def process_clip(clip: Path, out: Path, toolkit, settings: Settings, key: str | None = None) -> dict:
     """Crop, AUs and condition for the clip's frames; returns (and stores) its done.json record."""
-    folder = out / CLIPS / clip.stem
+    key = clip.stem if key is None else key
+    folder = out / CLIPS / key
     folder.mkdir(parents=True, exist_ok=True)
     frames, without_face = [], 0
     for number, image in read_frames(clip, settings):
@@ -108,10 +136,11 @@ def process_clip(clip: Path, out: Path, toolkit, settings: Settings) -> dict:
         image_path, condition_path = folder / f"{number:06d}.png", folder / f"{number:06d}_cond.png"
         save_image(portrait, image_path)
         save_image(condition, condition_path)
-        frames.append(asdict(Frame(clip.stem, number, str(image_path.relative_to(out)),
+        frames.append(asdict(Frame(key, number, str(image_path.relative_to(out)),
                                    str(condition_path.relative_to(out)), tuple(aus.values[0].tolist()))))
     record = {"frames": frames, "frames_without_face": without_face}
-    (folder / DONE).write_text(json.dumps(record))
+    with atomic_path(folder / DONE) as temporary:  # a crash never leaves a half-written done.json
+        temporary.write_text(json.dumps(record))
     return record
 
 
@@ -134,13 +163,17 @@ def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
     frames: list[Frame] = []
-    for clip in find_clips(videos):
-        done = out / CLIPS / clip.stem / DONE
-        if done.is_file():
-            record = json.loads(done.read_text())
-        else:
+    check_settings(settings)
+    clips = find_clips(videos)
+    if not clips:
+        raise MagicFaceError(f"{videos} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) "
+                             f"and no folders of frames: nothing to prepare")
+    keys = clip_keys(clips)
+    for clip in clips:
+        record = _read_done(out / CLIPS / keys[clip] / DONE)
+        if record is None:
             try:
-                record = process_clip(clip, out, toolkit, settings)
+                record = process_clip(clip, out, toolkit, settings, keys[clip])
             except OSError as exc:
                 report.unreadable_clips.append(clip.name)
                 logger.warning("skipping %s: %s", clip.name, exc)
@@ -166,6 +199,7 @@ def add_arguments(parser) -> None:
 
 def run(args, toolkit) -> None:
     settings = Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed)
+    check_settings(settings)
     report = prepare(args.videos, args.out, toolkit, settings)
     print(f"{report.clips} clips ({len(report.unreadable_clips)} unreadable: {', '.join(report.unreadable_clips) or '-'}), "
           f"{report.frames_kept} frames kept, {report.frames_without_face} without a usable face, "

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import MissingDependencyError, VideoInputError
+from ..files import atomic_path, exclusive_output
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,10 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: Frac
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     rate = Fraction(fps).limit_denominator(100000)
     count = 0
-    try:
+    # A unique temporary name and a lock: two runs with the same --out never mix their frames.
+    with exclusive_output(path), atomic_path(path, keep_suffix=True) as partial:
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(str(partial), "w"))
             stream = audio_in = source = None
@@ -131,7 +132,4 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: Frac
                         continue
                     packet.stream = audio_out
                     out.mux(packet)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return count

@@ -1,0 +1,172 @@
+"""Bad-input rows for whole runs (issue 21, part B): video, train, prepare and evaluate.
+
+Each row reproduces a finding of the sweep and checks the behaviour a user expects instead.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magicface_core.errors import OutputPathError
+from magicface_core.files import exclusive_output
+from magicface_core.video.io import VideoFile, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frames(count: int, seed: int, size: int = 16) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_video_temporary_names_are_unique_per_run(tmp_path, monkeypatch):
+    """Finding 2: two runs with one --out shared `.x.partial.mp4`; the second's file held the first's frames."""
+    import av
+
+    target = tmp_path / "x.mp4"
+    opened = []
+    real_open = av.open
+
+    def spy(name, *args, **kwargs):
+        if args and args[0] == "w" or kwargs.get("mode") == "w":
+            opened.append(Path(name).name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", spy)
+    write_video(target, _frames(3, 0), 25)
+    write_video(target, _frames(3, 1), 25)
+    assert len(opened) == 2 and opened[0] != opened[1]
+    assert all(name.startswith(".x.mp4.") and name.endswith(".partial.mp4") for name in opened)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]  # no temporary file or lock left
+
+
+def test_video_second_run_on_the_same_out_is_refused_and_the_first_is_whole(tmp_path):
+    """Finding 2: while one run writes --out, a second run fails cleanly; the first run's file stays whole."""
+    target = tmp_path / "x.mp4"
+    with exclusive_output(target):
+        with pytest.raises(OutputPathError, match="another run is writing"):
+            write_video(target, _frames(3, 1), 25)
+        assert not target.exists()
+    assert write_video(target, _frames(4, 2), 25) == 4
+    assert len(list(VideoFile(target))) == 4
+
+
+def test_video_sigterm_leaves_no_partial_output(tmp_path):
+    """Finding 2 (signals): SIGTERM left `.x.partial.mp4` behind; now it unwinds like Ctrl-C (exit 130)."""
+    target = tmp_path / "x.mp4"
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        import numpy as np
+        from magicface_core import cli
+        from magicface_core.video.io import write_video
+
+        def frames():
+            for i in range(10**6):
+                if i == 2:
+                    print("writing", flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+                yield np.zeros((16, 16, 3), np.uint8)
+
+        class Parser:  # cli.main's parser, reduced to the one command under test
+            def parse_args(self, argv):
+                return type("Args", (), {{"command": "video"}})()
+
+        cli.build_parser = Parser
+        cli.COMMANDS["video"] = lambda args: write_video({str(target)!r}, frames(), 25)
+        sys.exit(cli.main(["video"]))  # through main, so the handler main installs is the one under test
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stderr
+    assert "interrupted" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+class _StubToolkit:
+    """The face toolkit's four calls, faked: prepare's bookkeeping is under test, not the networks."""
+
+    def __init__(self):
+        self.clips = 0
+
+    def crop(self, image):
+        return image, None
+
+    def landmarks(self, portrait):
+        return np.zeros((68, 2), np.float32)
+
+    def condition(self, portrait, landmarks):
+        return portrait, None
+
+    def estimate_aus(self, portraits, landmarks):
+        return type("AUs", (), {"values": np.full((1, 12), float(portraits[0].mean()), np.float32)})()
+
+
+def _two_clips_one_stem(videos: Path) -> None:
+    from tests.support.video_clips import write_clip
+
+    videos.mkdir()
+    write_clip(videos / "a.mp4", [np.full((32, 32, 3), 40, np.uint8)] * 4)
+    write_clip(videos / "a.mkv", [np.full((32, 32, 3), 200, np.uint8)] * 6)
+
+
+def test_prepare_clips_with_one_stem_each_get_their_own_record(tmp_path):
+    """Finding 8: with a.mp4 and a.mkv, a.mkv reused a.mp4's done.json and each a.mp4 frame was listed twice."""
+    from magicface_core.training.dataset import read_index
+    from magicface_core.training.prepare import Settings, prepare
+
+    _two_clips_one_stem(tmp_path / "videos")
+    report = prepare(tmp_path / "videos", tmp_path / "data", _StubToolkit(), Settings(frame_step=1, min_gap=1))
+    frames, _ = read_index(tmp_path / "data")
+    assert report.clips == 2 and report.frames_kept == 4 + 6
+    assert sorted({f.clip for f in frames}) == ["a.mkv", "a.mp4"]
+    assert len({(f.clip, f.frame) for f in frames}) == len(frames)  # no frame listed twice
+
+
+def test_prepare_half_written_done_json_does_not_block_a_rerun(tmp_path):
+    """Prepare item: a half-written done.json gave a JSONDecodeError on every re-run; now the clip is done again."""
+    from magicface_core.training.prepare import Settings, prepare
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    from tests.support.video_clips import write_clip
+    write_clip(videos / "talk.mp4", [np.full((32, 32, 3), 90, np.uint8)] * 3)
+    (tmp_path / "data" / "clips" / "talk").mkdir(parents=True)
+    (tmp_path / "data" / "clips" / "talk" / "done.json").write_text('{"frames": [{"clip": "ta')
+    report = prepare(videos, tmp_path / "data", _StubToolkit(), Settings(frame_step=1, min_gap=1))
+    assert report.clips == 1 and report.frames_kept == 3
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--frame-step", "0"], ["--frame-step", "at least 1"]),
+    (["--max-frames", "-1"], ["--max-frames", "at least 1"]),
+    (["--min-gap", "-3"], ["--min-gap", "0 or more"]),
+])
+def test_prepare_refuses_bad_settings_before_loading(tmp_path, monkeypatch, capsys, flags, words):
+    """Prepare items: --frame-step 0 was a traceback, --max-frames -1 reported good videos unreadable."""
+    from magicface_core import cli
+
+    def no_toolkit(args):
+        raise AssertionError("the face networks loaded before the settings were checked")
+
+    monkeypatch.setattr(cli, "_face_toolkit", no_toolkit)
+    (tmp_path / "videos").mkdir()
+    assert cli.main(["prepare", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "data"), *flags]) == 2
+    message = capsys.readouterr().err
+    assert all(word in message for word in words), message
+
+
+def test_prepare_empty_videos_folder_is_an_error(tmp_path):
+    """Prepare item: an empty --videos folder exited 0 with an empty index."""
+    from magicface_core.errors import MagicFaceError
+    from magicface_core.training.prepare import Settings, prepare
+
+    (tmp_path / "videos").mkdir()
+    with pytest.raises(MagicFaceError, match="nothing to prepare"):
+        prepare(tmp_path / "videos", tmp_path / "data", _StubToolkit(), Settings())
+    assert not (tmp_path / "data" / "index.json").exists()
