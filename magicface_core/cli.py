@@ -100,6 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
     convert.add_argument("--overwrite", action="store_true", help="replace the target if it exists")
 
+    generate = commands.add_parser("generate", help="FineFace: a new face from a prompt, with the expression in AUs")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--negative-prompt", default="")
+    generate.add_argument("--au", action="append", default=[], metavar="AU=VALUE",
+                          help="an absolute AU intensity 0..5, e.g. AU12=4 (repeatable, or comma-separated)")
+    generate.add_argument("--base", required=True,
+                          help="Stable Diffusion 2.1-base diffusers folder (unet/, scheduler/, vae/, text_encoder/, tokenizer/)")
+    generate.add_argument("--fineface-weights", default="Tvaranka/fineface",
+                          help="folder with FineFace's three files, or the hub id (downloaded on first use)")
+    generate.add_argument("--steps", type=int, default=50)
+    generate.add_argument("--guidance", type=float, default=7.5, help="text guidance (the authors use 7.5)")
+    generate.add_argument("--au-scale", type=float, default=1.0, help="weight of the AU term")
+    generate.add_argument("--lora-strength", type=float, default=1.0,
+                          help="1.0 = the trained scale; 0 = the authors' pinned code; 4.0 = diffusers >= 0.29")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--batch", type=int, default=1, help="images from one seed: out_0, out_1, ...")
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_device_args(generate, faces=False)
+
     _add_video_parsers(commands)
 
     download = commands.add_parser("download", help="download all weights the CLI needs")
@@ -220,6 +240,41 @@ def run_edit(args) -> list[Path]:
                         crop=args.crop, face_index=args.face_index, settings=settings, on_step=on_step)
     for image, path in zip(edited, outputs):
         save_image(image, path, overwrite=args.overwrite, source=args.image)  # its ICC, EXIF, JPEG quality
+        print(f"wrote {path}")
+    return outputs
+
+
+def run_generate(args) -> list[Path]:
+    from .assets import resolve_fineface
+    from .au import AUVector
+    from .errors import SettingsError
+    from .files import check_outputs
+    from .fineface.checks import check_aus
+    from .fineface.generate import GenerateSettings, generate
+    from .fineface.pipeline import FineFace
+    from .imaging import check_image_format, from_tensor, save_image
+    from .model.sd15 import load_sd15
+
+    # Every setting and output checked before anything loads.
+    settings = GenerateSettings(steps=args.steps, guidance=args.guidance, au_scale=args.au_scale,
+                                lora_strength=args.lora_strength, seed=args.seed)
+    if isinstance(args.batch, bool) or not 1 <= args.batch <= 64:
+        raise SettingsError(f"--batch must be from 1 to 64, got {args.batch}")
+    aus = check_aus(AUVector.cat([AUVector.parse(",".join(args.au))] * args.batch))
+    device, dtype = _device_and_dtype(args)
+    check_image_format(args.out)
+    outputs = check_outputs(output_paths(args.out, args.batch), [], args.overwrite)
+    folder = resolve_fineface(args.fineface_weights)
+    model = FineFace.from_pretrained(folder, base=args.base, device=device, dtype=dtype,
+                                     lora_strength=settings.lora_strength)
+    parts = load_sd15(args.base, device, dtype)
+
+    def on_step(i: int, n: int) -> None:
+        print(f"\rsampling {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+    images = generate(model, parts, args.prompt, aus, args.negative_prompt, settings, on_step)
+    for image, path in zip(from_tensor(images), outputs):
+        save_image(image, path, overwrite=args.overwrite)
         print(f"wrote {path}")
     return outputs
 
@@ -358,7 +413,7 @@ def run_train(argv: list[str]) -> None:
 
 COMMANDS = {"edit": run_edit, "estimate": run_estimate, "condition": run_condition, "convert": run_convert,
             "download": run_download, "prepare": run_prepare, "evaluate": run_evaluate, "video": run_video,
-            "animate": run_animate}
+            "animate": run_animate, "generate": run_generate}
 
 
 def _setup_logging(timestamps: bool) -> None:

@@ -31,9 +31,10 @@ def check_sampler(sampler: object) -> str:
     return sampler  # type: ignore[return-value]
 
 
-def check_steps(steps: object, sampler: str = "uni_pc") -> int:
-    """A whole number of steps from 1 to what ``sampler`` survives (:data:`schedulers.MAX_STEPS`)."""
-    limit = MAX_STEPS[check_sampler(sampler)]
+def check_steps(steps: object, sampler: str = "uni_pc", limit: int | None = None) -> int:
+    """A whole number of steps from 1 to what ``sampler`` survives (:data:`schedulers.MAX_STEPS`), or to
+    ``limit`` for a sampler outside MagicFace's table (FineFace's PNDM: one step per training timestep)."""
+    limit = MAX_STEPS[check_sampler(sampler)] if limit is None else limit
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise SettingsError(f"steps must be a whole number from 1 to {limit}, got {steps!r}")
     if not 1 <= steps <= limit:

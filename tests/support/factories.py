@@ -158,8 +158,10 @@ def _byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False, vae_channels: int = 32) -> Path:
-    """A diffusers SD 1.5 folder (vae/, text_encoder/, tokenizer/, and unet/ for training) with tiny random models."""
+def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False, vae_channels: int = 32,
+                    text_dim: int = TINY_TEXT_DIM) -> Path:
+    """A diffusers SD 1.5 folder (vae/, text_encoder/, tokenizer/, and unet/ for training) with tiny random models;
+    ``text_dim=1024`` gives SD 2.x's text width."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -173,7 +175,7 @@ def write_tiny_sd15(folder: Path, seed: int = 0, with_unet: bool = False, vae_ch
                         layers_per_block=1)
     vae.save_pretrained(folder / "vae")
     vocab = _byte_vocab()
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=TINY_TEXT_DIM, intermediate_size=64,
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=text_dim, intermediate_size=64,
                                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
                                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
                                         pad_token_id=vocab["<|endoftext|>"]))
