@@ -33,7 +33,7 @@ def main(comfyui_dir: str, out: str) -> dict:
 
     import importlib
 
-    ffn = importlib.import_module("comfyui_magicface.nodes.fineface_nodes")
+    ffn = importlib.import_module("comfyui_magicface.nodes.fineface_patch")
     comfy_model = importlib.import_module("comfyui_magicface.nodes.comfy_model")
     AUVector = importlib.import_module("comfyui_magicface.magicface_core.au").AUVector
     fineface = importlib.import_module("comfyui_magicface.magicface_core.fineface")

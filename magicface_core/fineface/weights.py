@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 
 from ..errors import CheckpointError, WeightsNotFoundError
-from ..model.checkpoint import load_strict, read_weights_file
+from ..model.checkpoint import check_state, load_strict, read_weights_file
 
 ATTN_PROCESSORS = "attn_processors.ckpt"
 AU_ENCODER = "au_encoder.ckpt"
@@ -90,20 +90,7 @@ def read_lora(path: str | os.PathLike, linears: Mapping[str, torch.nn.Linear]) -
     if len(ranks) != 1:
         raise CheckpointError(f"{path} is not FineFace's LoRA: no single LoRA rank (found {sorted(ranks)})")
     rank = ranks.pop()
-    expected = expected_lora_shapes(linears, rank)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} (file {list(state[k].shape)}, model {list(s)})" for k, s in expected.items()
-                   if k in state and tuple(state[k].shape) != s)
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:8])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:8])}")
-    if wrong:
-        problems.append(f"{len(wrong)} key(s) of the wrong shape: {', '.join(wrong[:8])}")
-    if problems:
-        raise CheckpointError(f"{path} is not FineFace's LoRA for this UNet: " + "; ".join(problems))
+    check_state(state, expected_lora_shapes(linears, rank), str(path), "FineFace's LoRA for this UNet")
     return state, rank
 
 

@@ -281,10 +281,22 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     """Load ``state`` into ``model`` exactly, or raise :class:`CheckpointError` naming the missing,
     unexpected and mis-shaped keys (shown through ``key_name``). Model keys ending in one of
     ``optional`` may be absent from the file (e.g. ``num_batches_tracked``)."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model_state = model.state_dict()
+    check_state(state, {k: tuple(v.shape) for k, v in model_state.items()}, source, what, key_name, optional,
+                floating={k for k, v in model_state.items() if v.is_floating_point()})
+    model.load_state_dict(state, strict=not optional, assign=assign)
+    return model
+
+
+def check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], source: str, what: str,
+                key_name: Callable[[str], str] = str, optional: tuple[str, ...] = (),
+                floating: set[str] | None = None) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds exactly the keys and shapes of ``expected``
+    (keys ending in one of ``optional`` may be absent), every key in ``floating`` (default: all)
+    being a floating-point tensor. Names are shown through ``key_name``."""
+    floating = set(expected) if floating is None else floating
     missing = [k for k in expected if k not in state and not k.endswith(optional or ("\0",))]
     unexpected = [k for k in state if k not in expected]
-    floating = {k for k, v in model.state_dict().items() if v.is_floating_point()}
     not_floating = [f"{key_name(k)} ({str(state[k].dtype).replace('torch.', '')})"
                     for k in floating if k in state and not state[k].is_floating_point()]
     if not_floating:  # an int8/bool tensor would load, then fail with a traceback in the first computation
@@ -295,7 +307,7 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     mismatched = [
         f"{key_name(k)} (file {list(state[k].shape)}, model {list(expected[k])})"
         for k in expected
-        if k in state and tuple(state[k].shape) != expected[k]
+        if k in state and tuple(state[k].shape) != tuple(expected[k])
     ]
     if missing or unexpected or mismatched:
         problems = []
@@ -309,8 +321,6 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
             f"{source} is not {what}: " + "; ".join(problems)
             + ". The file is damaged, incomplete, or holds other weights."
         )
-    model.load_state_dict(state, strict=not optional, assign=assign)
-    return model
 
 
 def check_finite(state: Mapping[str, torch.Tensor], part: str, source: str,
