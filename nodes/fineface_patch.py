@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..magicface_core import AUVector
+from ..magicface_core import AUVector, SettingsError
 from ..magicface_core.fineface import AUEncoder, au_tokens
 from ..magicface_core.fineface import weights as ffw
 from ..magicface_core.fineface.checks import check_base_width, check_scale
@@ -131,12 +131,23 @@ def apply_fineface(patcher, fineface_dir, lora_strength: float = 1.0, au_scale: 
     if lora_file is not None:
         model.add_patches(lora_patches(lora_file, to_comfy, sd, lora_strength), 1.0)
 
-    def outer_sample(executor, *args, **kwargs):  # the positive conditioning's AUs for this run
-        state.set_aus(_positive_aus(executor.class_obj))
-        return executor(*args, **kwargs)
+    def outer_sample(executor, noise, *args, **kwargs):  # the positive conditioning's AUs for this run
+        aus = _positive_aus(executor.class_obj)
+        check_au_rows(aus, noise.shape[0])
+        state.set_aus(aus)
+        return executor(noise, *args, **kwargs)
 
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
     return model
+
+
+def check_au_rows(aus: AUVector, batch: int) -> None:
+    """One row of AUs for the whole batch, or one per latent (before the first step)."""
+    if len(aus) not in (1, batch):
+        raise SettingsError(
+            f"the positive conditioning holds {len(aus)} rows of FineFace AUs but the latent batch has "
+            f"{batch}: set the latent's batch size (Empty Latent Image's batch_size) to {len(aus)}, or give "
+            "one row of AUs")
 
 
 def lora_patches(path, to_comfy: dict, sd: dict, lora_strength: float) -> dict:

@@ -34,11 +34,14 @@ COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 SHIPPED_V0_1 = sorted((REPO / "tests" / "data" / "workflows_shipped_v0_1").glob("*.json"))
 EVERY_WORKFLOW = WORKFLOWS + SHIPPED_V0_1
-TEST_FILES = {  # widget -> the small file this test provides
-    ("CheckpointLoaderSimple", "ckpt_name"): "sd15-tiny.safetensors",
+TEST_FILES = {  # widget -> the small file this test provides (by the workflow's value where there are several)
+    ("CheckpointLoaderSimple", "ckpt_name"): {"v2-1_512-ema-pruned.safetensors": "sd21-tiny.safetensors",
+                                              None: "sd15-tiny.safetensors"},
     ("UpscaleModelLoader", "model_name"): "tiny-x2.pth",
     ("MagicFaceModelLoader", "weights"): "magicface-tiny",
+    ("MagicFaceFineFaceApply", "fineface_weights"): "fineface-tiny",
 }
+FIRST = REPO / "example_workflows" / "1_edit_portrait.json"  # the one edit the cancel and preview tests queue
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set (no ComfyUI checkout to run in)")
 
 
@@ -56,7 +59,7 @@ def _prepared(server, workflow_path: Path, steps: int) -> tuple[dict, dict]:
     for node in prompt.values():
         for (kind, widget), value in TEST_FILES.items():
             if node["class_type"] == kind:
-                node["inputs"][widget] = value
+                node["inputs"][widget] = value if isinstance(value, str) else value.get(node["inputs"][widget], value[None])
         if node["class_type"] in ("MagicFaceKSampler", "KSampler"):
             node["inputs"]["steps"] = steps
         if node["class_type"] == "MagicFaceFaceParseContour":
@@ -162,7 +165,7 @@ def test_the_template_browser_lists_the_examples_with_their_thumbnails(server):
 
 
 def test_cancel_stops_a_run_during_sampling_and_progress_is_reported(server):
-    prompt, _ = _prepared(server, WORKFLOWS[0], steps=200)
+    prompt, _ = _prepared(server, FIRST, steps=200)
     sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MagicFaceKSampler")
     client_id = uuid.uuid4().hex
     ws = WebSocket(server.port, client_id)
@@ -205,7 +208,7 @@ def _preview_image(frame: bytes):
 
 def test_sampler_shows_live_previews_when_the_prompt_asks_for_them(server):
     """The per-prompt preview setting (the frontend's "Live preview method"), here latent2rgb."""
-    prompt, _ = _prepared(server, WORKFLOWS[0], steps=4)  # not 3: a cached result would not sample again
+    prompt, _ = _prepared(server, FIRST, steps=4)  # not 3: a cached result would not sample again
     sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MagicFaceKSampler")
     client_id = uuid.uuid4().hex
     ws = WebSocket(server.port, client_id)

@@ -50,6 +50,40 @@ def test_au_conditioning_refuses_aus_far_outside_0_to_5(pack):
                                                               aus=AUVector.from_dict({"AU1": 50}))
 
 
+def test_au_conditioning_adds_an_au_sweep_one_row_per_image(pack):
+    AUVector = sys.modules[f"{pack.__name__}.magicface_core.au"].AUVector
+    sweep = _cls(pack, "MagicFaceAUSweep").execute("AU12", 0.0, 5.0, 1.0).result[0]
+    node = _cls(pack, "MagicFaceFineFaceAUConditioning")
+    out = node.execute([[torch.zeros(1, 77, 1024), {}]], aus=AUVector.from_dict({"AU6": 1.0}), au_delta=sweep).result[0]
+    aus = out[0][1]["fineface_au"]
+    assert len(aus) == 6
+    assert aus.get("AU12").tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and aus.get("AU6").tolist() == [1.0] * 6
+
+
+def test_au_rows_must_match_the_latent_batch(pack):
+    AUVector = sys.modules[f"{pack.__name__}.magicface_core.au"].AUVector
+    SettingsError = sys.modules[f"{pack.__name__}.magicface_core.errors"].SettingsError
+    check = sys.modules[f"{pack.__name__}.nodes.fineface_patch"].check_au_rows
+    rows = AUVector.zeros().repeat_to(6)
+    check(rows, 6)
+    check(AUVector.zeros(), 4)  # one row: the whole batch
+    with pytest.raises(SettingsError, match="6 rows of FineFace AUs but the latent batch has 1: set .*batch_size.* to 6"):
+        check(rows, 1)
+
+
+def test_fineface_weights_are_listed_from_the_model_folder_and_a_missing_one_says_what_to_do(pack, tmp_path, monkeypatch):
+    nodes = sys.modules[f"{pack.__name__}.nodes.fineface_nodes"]
+    WeightsNotFoundError = sys.modules[f"{pack.__name__}.magicface_core.errors"].WeightsNotFoundError
+    monkeypatch.setenv("MAGICFACE_MODELS", str(tmp_path))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "attn_processors.ckpt").write_bytes(b"")
+    (tmp_path / "other").mkdir()  # not FineFace's
+    assert nodes.available_weights() == {"mine": tmp_path / "mine"}
+    assert nodes.resolve("mine", sd15_variant=False) == tmp_path / "mine"
+    with pytest.raises(WeightsNotFoundError, match="no FineFace weights named 'gone'.*download Tvaranka/fineface"):
+        nodes.resolve("gone", sd15_variant=False)
+
+
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
     if not COMFYUI_DIR:

@@ -26,6 +26,9 @@ SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 MAGICFACE_WEIGHTS = "mengtingwei--magicface"  # the folder the loader's download choice creates
 PROMPT = "A close up of a person."
 UPSCALER = "4x-UltraSharp.pth"
+SD21_CHECKPOINT = "v2-1_512-ema-pruned.safetensors"  # SD 2.1-base, FineFace's base model
+FINEFACE_WEIGHTS = "Tvaranka--fineface"  # the folder FineFace Apply's download choice creates
+FINEFACE_REPO_NAME = "Tvaranka/fineface"
 
 
 class Graph:
@@ -83,12 +86,14 @@ class Graph:
         }
 
 
-def shared_front(g: Graph, image_name: str, note: str):
-    """Photo -> crop -> condition; SD 1.5 CLIP/VAE and the prompt; MagicFace model; identity."""
+def shared_front(g: Graph, image_name: str, note: str, photo: tuple[dict, str] | None = None):
+    """Photo -> crop -> condition; SD 1.5 CLIP/VAE and the prompt; MagicFace model; identity.
+    ``photo``: (node, output) giving the photo, instead of a Load Image of ``image_name``."""
     g.node("Note", (20, -230), size=(560, 190), text=note)
-    photo = g.node("LoadImage", (20, 0), "Photo", size=(300, 320), image=image_name)
+    if photo is None:
+        photo = (g.node("LoadImage", (20, 0), "Photo", size=(300, 320), image=image_name), "IMAGE")
     crop = g.node("MagicFaceFaceCrop", (360, 0))
-    g.link(photo, "IMAGE", crop, "image")
+    g.link(*photo, crop, "image")
     parse = g.node("MagicFaceFaceParseContour", (360, 180))
     g.link(crop, "portrait", parse, "image")
     checkpoint = g.node("CheckpointLoaderSimple", (20, 380), "SD 1.5 (for its CLIP and VAE)", ckpt_name=SD15_CHECKPOINT)
@@ -120,7 +125,7 @@ def sampler(g: Graph, front: dict, delta_node: dict, pos, **widgets) -> dict:
 
 def paste_and_save(g: Graph, front: dict, edited: dict, pos, prefix: str) -> None:
     paste = g.node("MagicFacePasteBack", pos)
-    g.link(front["photo"], "IMAGE", paste, "original")
+    g.link(*front["photo"], paste, "original")
     g.link(edited, "IMAGE", paste, "edited")
     g.link(front["crop"], "crop", paste, "crop")
     save = g.node("SaveImage", (pos[0] + 360, pos[1]), size=(400, 420), filename_prefix=prefix)
@@ -358,6 +363,83 @@ def edit_with_ksampler(defs: dict) -> dict:
     return g.workflow()
 
 
+FINEFACE_NOTE = ("FineFace (Varanka et al.): a new face from a prompt, with the expression given in the same 12 AUs "
+                 "as absolute intensities 0..5. Needs: SD 2.1-base in models/checkpoints (e.g. "
+                 f"{SD21_CHECKPOINT}) and FineFace's files: pick 'download {FINEFACE_REPO_NAME}' in FineFace "
+                 "Apply once (130 MB into models/magicface). The authors sample 50 PNDM steps at CFG 7.5; any "
+                 "ComfyUI sampler works.\n")
+
+
+def fineface_front(g: Graph, aus: dict, batch: int = 1, seed_behavior: str | None = None, y: int = 0,
+                   prompt: str = "a close-up portrait photo of a woman, studio light") -> dict:
+    """SD 2.1-base -> FineFace Apply; prompt -> FineFace AU Conditioning (``aus``: its widgets); empty latent
+    -> KSampler -> VAE Decode. Returns the nodes by role."""
+    checkpoint = g.node("CheckpointLoaderSimple", (20, y), "SD 2.1-base (FineFace's base)", ckpt_name=SD21_CHECKPOINT)
+    apply = g.node("MagicFaceFineFaceApply", (360, y), fineface_weights=FINEFACE_WEIGHTS)
+    g.link(checkpoint, "MODEL", apply, "model")
+    positive = g.node("CLIPTextEncode", (360, y + 180), "Prompt", size=(320, 100), text=prompt)
+    negative = g.node("CLIPTextEncode", (360, y + 320), "Negative prompt", size=(320, 100),
+                      text="blurry, lowres, deformed, cartoon")
+    g.link(checkpoint, "CLIP", positive, "clip")
+    g.link(checkpoint, "CLIP", negative, "clip")
+    au = g.node("MagicFaceFineFaceAUConditioning", (720, y), size=(340, 520), **aus)
+    g.link(positive, "CONDITIONING", au, "conditioning")
+    latent = g.node("EmptyLatentImage", (720, y + 560), width=512, height=512, batch_size=batch)
+    latent_out = (latent, "LATENT")
+    if seed_behavior is not None:  # every row from the same noise: only the AUs differ
+        same = g.node("LatentBatchSeedBehavior", (720, y + 720), seed_behavior=seed_behavior)
+        g.link(latent, "LATENT", same, "samples")
+        latent_out = (same, "LATENT")
+    ksampler = g.node("KSampler", (1100, y), size=(320, 330), seed=42, steps=30, cfg=7.5, sampler_name="dpmpp_2m",
+                      scheduler="karras")
+    g.link(apply, "MODEL", ksampler, "model")
+    g.link(au, "CONDITIONING", ksampler, "positive")
+    g.link(negative, "CONDITIONING", ksampler, "negative")
+    g.link(*latent_out, ksampler, "latent_image")
+    decode = g.node("VAEDecode", (1460, y))
+    g.link(ksampler, "LATENT", decode, "samples")
+    g.link(checkpoint, "VAE", decode, "vae")
+    return {"checkpoint": checkpoint, "apply": apply, "au": au, "ksampler": ksampler, "decode": decode}
+
+
+def fineface_generate(defs: dict) -> dict:
+    g = Graph(defs)
+    g.node("Note", (20, -230), size=(560, 190), text="Generate a face with a given expression: the sliders set "
+                                                     "absolute AUs (here a smile: AU6 2, AU12 3).\n" + FINEFACE_NOTE)
+    parts = fineface_front(g, {"AU6_cheek_raiser": 2.0, "AU12_lip_corner_puller": 3.0})
+    save = g.node("SaveImage", (1460, 160), size=(400, 420), filename_prefix="fineface/face")
+    g.link(parts["decode"], "IMAGE", save, "images")
+    return g.workflow()
+
+
+def fineface_au_grid(defs: dict) -> dict:
+    g = Graph(defs)
+    g.node("Note", (20, -230), size=(560, 190), text="One AU swept 0..5 on one face: AU Sweep's rows are added to "
+                                                     "the sliders, one image per row, all from the same noise (Latent "
+                                                     "Batch Seed Behavior: fixed). The latent batch size must equal "
+                                                     "the rows (6).\n" + FINEFACE_NOTE)
+    sweep = g.node("MagicFaceAUSweep", (1100, 380), au="AU12", start=0.0, stop=5.0, step=1.0)
+    parts = fineface_front(g, {}, batch=6, seed_behavior="fixed")
+    g.link(sweep, "au_delta", parts["au"], "au_delta")
+    save = g.node("SaveImage", (1460, 160), size=(400, 420), filename_prefix="fineface/au12_sweep")
+    g.link(parts["decode"], "IMAGE", save, "images")
+    return g.workflow()
+
+
+def fineface_then_edit(defs: dict) -> dict:
+    g = Graph(defs)
+    parts = fineface_front(g, {"AU12_lip_corner_puller": 2.0}, y=-1000)
+    front = shared_front(g, "", "Generate a face with FineFace (top), then edit it with MagicFace: Face Crop -> "
+                                "MagicFace -> Paste Back, as with a photo. One AU vocabulary for both: FineFace "
+                                "takes absolute AUs, MagicFace a change (here: brows up, jaw open).\n"
+                                + FINEFACE_NOTE + NOTE, photo=(parts["decode"], "IMAGE"))
+    editor = g.node("MagicFaceAUDeltaEditor", (720, 180), size=(340, 520), AU1_inner_brow_raiser=2.0,
+                    AU2_outer_brow_raiser=2.0, AU26_jaw_drop=2.0)
+    decode = sampler(g, front, editor, (1100, 0), seed=42)
+    paste_and_save(g, front, decode, (1460, 520), "fineface/edited")
+    return g.workflow()
+
+
 WORKFLOWS = {
     "1_edit_portrait.json": edit_portrait,
     "2_expression_transfer.json": expression_transfer,
@@ -366,6 +448,9 @@ WORKFLOWS = {
     "5_animate_portrait.json": animate_portrait,
     "6_edit_video.json": edit_video,
     "7_edit_with_ksampler.json": edit_with_ksampler,
+    "8_fineface_generate.json": fineface_generate,
+    "9_fineface_au_grid.json": fineface_au_grid,
+    "10_fineface_then_edit.json": fineface_then_edit,
 }
 
 

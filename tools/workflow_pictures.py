@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from magicface_core.files import atomic_path  # noqa: E402
 from tests.support.comfy_server import CHROMIUM, Browser, Server, prepare_base  # noqa: E402
-from tools.build_workflows import MAGICFACE_WEIGHTS, SD15_CHECKPOINT, UPSCALER  # noqa: E402
+from tools.build_workflows import (FINEFACE_WEIGHTS, MAGICFACE_WEIGHTS, SD15_CHECKPOINT, SD21_CHECKPOINT,  # noqa: E402
+                                   UPSCALER)
 
 WORKFLOWS = REPO / "example_workflows"
 PICTURE_VIEW = (1840, 1000)
@@ -81,8 +82,10 @@ def main() -> None:
         # The small test models under the names the workflows ask for: newer frontends frame a node
         # whose model is missing in red.
         for folder, name, test_model in (("checkpoints", SD15_CHECKPOINT, "sd15-tiny.safetensors"),
+                                         ("checkpoints", SD21_CHECKPOINT, "sd21-tiny.safetensors"),
                                          ("upscale_models", UPSCALER, "tiny-x2.pth"),
-                                         ("magicface", MAGICFACE_WEIGHTS, "magicface-tiny")):
+                                         ("magicface", MAGICFACE_WEIGHTS, "magicface-tiny"),
+                                         ("magicface", FINEFACE_WEIGHTS, "fineface-tiny")):
             (base / "models" / folder / name).symlink_to(base / "models" / folder / test_model)
         server = Server(base, comfyui_dir, comfyui_python)
         browser = None
