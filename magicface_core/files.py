@@ -35,7 +35,8 @@ def check_folder_writable(output: str | os.PathLike, option: str = "--out") -> N
         raise OutputPathError(f"cannot write {output}: {existing} is a file, not a folder; choose another {option}")
     # os.access also answers for read-only file systems, and as the user the run is (root writes anywhere).
     if not os.access(existing, os.W_OK | os.X_OK):
-        where = f"its folder {existing} is" if existing == folder else f"its folder would be made in {existing}, which is"
+        where = (f"its folder {existing} is" if existing == folder
+                 else f"its folder would be made in {existing}, which is")
         raise OutputPathError(f"cannot write {output}: {where} read-only for you; choose another {option}")
 
 

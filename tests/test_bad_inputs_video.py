@@ -13,7 +13,6 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-import torch
 
 from magicface_core import cli
 from magicface_core.faces.toolkit import FaceToolkit
