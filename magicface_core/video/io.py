@@ -74,6 +74,15 @@ def _quarter_turns(rotation: float) -> int:
     return round(rotation / 90) % 4
 
 
+def _mirrored(frame) -> bool:
+    """Whether the frame's display matrix flips it (a negative determinant); ``frame.rotation`` ignores that."""
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            m = np.frombuffer(bytes(data), dtype=np.int32)
+            return int(m[0]) * int(m[4]) - int(m[1]) * int(m[3]) < 0
+    return False
+
+
 class VideoFile:
     """A video on disk: its :class:`VideoInfo`, and its frames (HxWx3 uint8, upright) each time it is iterated."""
 
@@ -88,6 +97,9 @@ class VideoFile:
             # PyAV reads the display matrix from the frames, not the stream: the first frame's.
             first = next(self._decode(container), None)
             rotation = int(first.rotation) if first is not None else 0
+            if first is not None and _mirrored(first):
+                logger.warning("%s is mirrored by its display matrix; the edit keeps its rotation, not the mirroring",
+                               self.path)
             if rotation % 90:
                 logger.warning("%s is turned by %d degrees to play; it is read turned by the nearest quarter turn",
                                self.path, rotation)
