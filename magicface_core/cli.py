@@ -306,7 +306,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def run_video(args) -> None:
-    from .video.edit import edit_clip
+    from .video.edit import check_clip_job, edit_clip
     from .video.io import VideoFile, write_video
     from .video.keyframes import ExpressionChange
 
@@ -316,17 +316,19 @@ def run_video(args) -> None:
     settings, edit = _video_settings(args, [args.video])
     change = ExpressionChange(check_au_delta(AUVector.parse(",".join(args.au))), args.keyframes, args.interpolation)
     clip = VideoFile(args.video)
+    check_clip_job(clip, args.out, change, reference_frame=args.reference_frame)
     model, sd15 = _video_models(args)
     report, frames = edit_clip(clip, float(clip.info.fps), change, model, sd15, _face_toolkit(args), settings, edit,
                                reference_frame=args.reference_frame, on_progress=_progress)
     print(report)
-    count = write_video(args.out, frames, clip.info.fps, audio_from=args.video)
+    count = write_video(args.out, frames, clip.info.fps, audio_from=args.video, timing=clip,
+                        rotation=clip.info.rotation)
     print(f"wrote {args.out} ({count} frames)")
 
 
 def run_animate(args) -> None:
     from .imaging import load_image
-    from .video.edit import animate_portrait
+    from .video.edit import animate_portrait, check_clip_job
     from .video.io import VideoFile, write_video
 
     settings, edit = _video_settings(args, [args.image, args.driving])
@@ -336,12 +338,13 @@ def run_animate(args) -> None:
 
         needs_resize_to_portrait(photo.shape[1], photo.shape[0], "the portrait")
     driving = VideoFile(args.driving)
+    check_clip_job(driving, args.out, neutral_frame=args.neutral_frame)
     model, sd15 = _video_models(args)
     report, frames = animate_portrait(photo, driving, float(driving.info.fps), model, sd15, _face_toolkit(args),
                                       settings, edit, mode=args.mode, neutral_frame=args.neutral_frame,
                                       crop=args.crop, on_progress=_progress)
     print(report)
-    count = write_video(args.out, frames, driving.info.fps, audio_from=args.driving)
+    count = write_video(args.out, frames, driving.info.fps, audio_from=args.driving, timing=driving)
     print(f"wrote {args.out} ({count} frames)")
 
 
@@ -439,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _interrupt_on_sigterm()
     training = bool(argv) and argv[0] == "train"
-    args = None if training else build_parser().parse_args(argv)  # argparse exits 2 on bad flags
+    from .video.keyframes import attach_keyframes_values
+
+    args = None if training else build_parser().parse_args(attach_keyframes_values(argv))  # exits 2 on bad flags
     _setup_logging(timestamps=training)
     try:
         if training:

@@ -25,9 +25,25 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def check_folder_writable(output: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output whose folder cannot be made or written in (read-only, or a file on the way)."""
+    folder = Path(output).absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"cannot write {output}: {existing} is a file, not a folder; choose another {option}")
+    # os.access also answers for read-only file systems, and as the user the run is (root writes anywhere).
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = (f"its folder {existing} is" if existing == folder
+                 else f"its folder would be made in {existing}, which is")
+        raise OutputPathError(f"cannot write {output}: {where} read-only for you; choose another {option}")
+
+
 def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = (),
                   overwrite: bool = False, option: str = "--out") -> list[Path]:
-    """Refuse outputs that are one of ``inputs`` (always) or exist already (unless ``overwrite``)."""
+    """Refuse outputs that are one of ``inputs`` (always), exist already (unless ``overwrite``), or sit
+    where nothing can be written."""
     inputs = [Path(p) for p in inputs if p is not None]
     checked = []
     for output in outputs:
@@ -42,6 +58,7 @@ def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
             raise OutputPathError(f"{output} is a folder; give a file name for {option}")
         if output.exists() and not overwrite:
             raise OutputPathError(f"{output} already exists; choose another {option}, or pass --overwrite to replace it")
+        check_folder_writable(output, option)
         checked.append(output)
     return checked
 

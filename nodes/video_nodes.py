@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..magicface_core import AUInputError, AUVector, NoFaceError
+from ..magicface_core import AUInputError, AUVector
 from ..magicface_core.faces.crop import crop_to_transform
 from ..magicface_core.video.keyframes import INTERPOLATIONS, interpolate_keyframes
 from ..magicface_core.video.smoothing import AU_CUTOFF_HZ, smooth_aus
@@ -47,7 +47,7 @@ class MagicFaceFaceTrack(io.ComfyNode):
         track = track_faces(frames, face_toolkit(face_tools), fps,
                             TrackSettings(face_index=face_index, detect_every=detect_every))
         if not track.found:
-            raise NoFaceError(f"no face found in any of the {len(frames)} frames")
+            raise track.no_face_error("the batch")  # or fewer faces than face_index asks for
         # Frames without a face are cropped where the nearest face was, so the batch stays one per frame.
         portraits = [crop_to_transform(frame, track.transforms[n])
                      for frame, n in zip(frames, nearest_found(track.found, len(frames)))]

@@ -23,6 +23,9 @@ stops the edit within the step.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -57,8 +60,10 @@ class VideoSettings:
     def check(self) -> None:
         if self.frames_per_chunk < 1:
             raise VideoInputError(f"frames_per_chunk must be 1 or more, got {self.frames_per_chunk}")
-        if self.au_cutoff_hz < 0:
-            raise VideoInputError(f"the AU smoothing cutoff must be 0 (off) or more Hz, got {self.au_cutoff_hz}")
+        if not (isinstance(self.au_cutoff_hz, numbers.Real) and math.isfinite(self.au_cutoff_hz)
+                and self.au_cutoff_hz >= 0):
+            raise VideoInputError(f"the AU smoothing cutoff (--au-cutoff, au_cutoff_hz) must be a finite number of Hz, "
+                                  f"0 (off) or more, got {self.au_cutoff_hz!r}")
         self.track().check()
 
     def track(self) -> TrackSettings:
@@ -84,6 +89,30 @@ class VideoReport:
         return text
 
 
+def check_frame_index(index: int | None, frames: int, what: str) -> None:
+    """A frame number given by the user (``what`` names it, e.g. "--reference-frame"): None, or 0..frames-1."""
+    if index is None:
+        return
+    if index < 0:
+        raise VideoInputError(f"{what} {index} is negative: frames count from 0 (the clip's first frame)")
+    if index >= frames:
+        raise VideoInputError(f"{what} {index} is past the clip's end: it has {frames} frames, 0 to {frames - 1}")
+
+
+def check_clip_job(clip, out: str | os.PathLike, change: ExpressionChange | None = None,
+                   reference_frame: int | None = None, neutral_frame: int | None = None) -> None:
+    """What can be checked of a video job from the clip's container alone, before any model loads:
+    the output container, and every frame number (reference, neutral, keyframes) against the clip's length."""
+    from .io import check_video_output
+
+    check_video_output(out, audio_from=clip.path)
+    frames = clip.count_frames()
+    check_frame_index(reference_frame, frames, "--reference-frame")
+    check_frame_index(neutral_frame, frames, "--neutral-frame")
+    if change is not None:
+        change.check_frames(frames)
+
+
 def edit_clip(frames: Frames, fps: float, change: ExpressionChange, model: MagicFace, sd15: SD15Parts,
               faces: FaceToolkit, settings: VideoSettings = VideoSettings(), edit: EditSettings = EditSettings(),
               reference_frame: int | None = None, on_progress: Progress | None = None
@@ -96,7 +125,7 @@ def edit_clip(frames: Frames, fps: float, change: ExpressionChange, model: Magic
     # 1. Follow the face: a smoothed crop transform per frame (None: no face, the frame passes through).
     track = track_faces(frames, faces, fps, settings.track())
     if not track.found:
-        raise NoFaceError(f"no face found in any of the clip's {len(track)} frames; nothing to edit")
+        raise track.no_face_error()
 
     # 2. The reference frame gives the identity; by default the first frame with a face.
     reference = track.found[0] if reference_frame is None else reference_frame
@@ -157,13 +186,14 @@ def animate_portrait(photo: np.ndarray, driving: Frames, fps: float, model: Magi
     if len(track) < 2:
         raise VideoInputError(f"the driving clip has {len(track)} frame; animating needs at least 2")
     if not track.found:
-        raise NoFaceError(f"no face found in any of the driving clip's {len(track)} frames")
+        raise track.no_face_error("the driving clip")
     aus = au_trajectory(driving, track, faces, fps, settings)
 
     # 3. The deltas: relative to a neutral driving frame, or absolute against the portrait's own AUs.
     if mode == "relative":
         neutral = track.found[0] if neutral_frame is None else neutral_frame
-        if not 0 <= neutral < len(track) or track.transforms[neutral] is None:
+        check_frame_index(neutral, len(track), "the neutral frame")
+        if track.transforms[neutral] is None:
             raise NoFaceError(f"no face in the neutral frame {neutral}; frames with a face: {_ranges(track.found)}")
         deltas = aus - aus[neutral]
     else:

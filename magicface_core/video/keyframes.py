@@ -29,6 +29,8 @@ def parse_keyframes(text: str) -> dict[int, dict[int, float]]:
     if not entries:
         raise AUInputError(f"no keyframes in {text!r}: write FRAME:AU=VALUE separated by ';', e.g. {EXAMPLE}")
     for entry in entries:
+        if re.fullmatch(r"-\s*\d+\s*:.*", entry):
+            raise AUInputError(f"keyframe {entry!r} has a negative frame: frames count from 0 (the clip's first frame)")
         match = re.fullmatch(r"(\d+)\s*:\s*(.+)", entry)
         if match is None:
             raise AUInputError(
@@ -40,6 +42,21 @@ def parse_keyframes(text: str) -> dict[int, dict[int, float]]:
         named = {au_index(re.split(r"[=:]", item)[0]) for item in re.split(r"[,\s]+", match.group(2)) if item}
         keys[frame] = {index: float(values.values[0, index]) for index in named}
     return keys
+
+
+def attach_keyframes_values(argv: list[str], option: str = "--keyframes") -> list[str]:
+    """``--keyframes -5:AU12=2`` given as ``--keyframes=-5:AU12=2``.
+
+    argparse reads a value that starts with '-' as a flag and says only "expected one argument";
+    attached, the value reaches :func:`parse_keyframes`, which says what is wrong with it.
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        if out and out[-1] == option and re.match(r"-\s*\d", arg) and argv[i - 1] == option:
+            out[-1] = f"{option}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def interpolate_keyframes(text: str, frames: int, interpolation: str = "linear") -> AUVector:
@@ -80,6 +97,36 @@ class ExpressionChange:
         self.interpolation = interpolation
         if self.keyframes is not None:
             interpolate_keyframes(self.keyframes, 1, interpolation)  # check now
+            self._check_values()
+
+    def _check_values(self) -> None:
+        """The largest change any frame gets, within the limits of a single edit's AU delta.
+
+        Between keyframes an AU moves within the values of its own keyframes, so its extremes are
+        at keyframes: per AU, the keyframed value (or 0) plus the constant farthest from 0.
+        """
+        from ..settings import check_au_delta
+
+        constant = self.constant.values[0].numpy().astype(np.float64)
+        extreme = constant.copy()
+        for key in parse_keyframes(self.keyframes).values():
+            for index, value in key.items():
+                if abs(constant[index] + value) > abs(extreme[index]):
+                    extreme[index] = constant[index] + value
+        try:
+            check_au_delta(AUVector(extreme[None].astype(np.float32)))
+        except AUInputError as exc:
+            what = "the keyframes plus the constant change (--au)" if constant.any() else "a keyframe"
+            raise AUInputError(f"{what}: {exc}") from None
+
+    def check_frames(self, frames: int) -> None:
+        """Refuse keyframes past the clip's last frame (frames count from 0), which would never be reached."""
+        if self.keyframes is None:
+            return
+        last = max(parse_keyframes(self.keyframes))
+        if last >= frames:
+            raise AUInputError(f"keyframe {last} is past the clip's end: it has {frames} frames, 0 to {frames - 1} "
+                               "(keyframes count frames from 0)")
 
     def per_frame(self, frames: int) -> AUVector:
         """``frames`` rows: the constant plus the keyframed values at each frame."""

@@ -20,7 +20,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
-from ..errors import ImageInputError, VideoInputError
+from ..errors import ImageInputError, NoFaceError, VideoInputError
 from ..faces.crop import BOX_ASPECT, CropTransform, frame_from_landmarks
 from ..faces.landmarks import FaceBox, largest_first
 from .smoothing import CROP_BETA, CROP_MIN_CUTOFF_HZ, smooth_series
@@ -56,6 +56,8 @@ class FaceTrack:
     transforms: list[CropTransform | None]
     landmarks: list[np.ndarray | None]
     frame_shape: tuple[int, int] = field(default=(0, 0))
+    face_index: int = 0
+    most_faces: int = 0  # the most faces any frame had that was searched for the face to follow
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -67,6 +69,15 @@ class FaceTrack:
     @property
     def missing(self) -> list[int]:
         return [i for i, t in enumerate(self.transforms) if t is None]
+
+    def no_face_error(self, clip: str = "the clip") -> NoFaceError:
+        """Why nothing was followed: no face at all, or fewer faces than the face index asks for."""
+        if self.face_index and self.most_faces:
+            return NoFaceError(
+                f"face index {self.face_index} asks for face number {self.face_index + 1} by size (0 = the largest), "
+                f"but no frame of {clip} has more than {self.most_faces} face{'s' if self.most_faces > 1 else ''}; "
+                f"use a face index below {self.most_faces}")
+        return NoFaceError(f"no face found in any of {clip}'s {len(self)} frames")
 
 
 def nearest_found(found: list[int], frames: int) -> list[int]:
@@ -118,6 +129,7 @@ def track_faces(frames: Iterable[np.ndarray], faces: FaceSource, fps: float,
     box = detected = None  # the followed face's box now, and at its last detection
     landmarks_at_detection = None
     shape = None
+    most_faces = 0
     for t, frame in enumerate(frames):
         if shape is None:
             shape = frame.shape[:2]
@@ -126,6 +138,7 @@ def track_faces(frames: Iterable[np.ndarray], faces: FaceSource, fps: float,
         if box is None or t % settings.detect_every == 0:
             boxes = faces.detect(frame)
             if detected is None:  # nothing followed yet: the chosen face
+                most_faces = max(most_faces, len(boxes))
                 ranked = largest_first(boxes)
                 box = ranked[settings.face_index] if settings.face_index < len(ranked) else None
             else:
@@ -148,7 +161,8 @@ def track_faces(frames: Iterable[np.ndarray], faces: FaceSource, fps: float,
         landmarks.append(points)
     if shape is None:
         raise VideoInputError("the clip has no frames")
-    return FaceTrack(_smoothed_transforms(landmarks, shape, fps, settings), landmarks, shape)
+    return FaceTrack(_smoothed_transforms(landmarks, shape, fps, settings), landmarks, shape, settings.face_index,
+                     most_faces)
 
 
 def _smoothed_transforms(landmarks: list[np.ndarray | None], shape: tuple[int, int], fps: float,

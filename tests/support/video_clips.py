@@ -39,8 +39,12 @@ def linear_path(start: tuple[int, int], step: tuple[int, int], frames: int) -> l
     return [(start[0] + i * step[0], start[1] + i * step[1]) for i in range(frames)]
 
 
-def write_clip(path, frames: list[np.ndarray], fps=25, audio_seconds: float | None = None) -> None:
-    """An H.264 mp4 of ``frames``, with an AAC sine tone as long as the clip when ``audio_seconds`` is given."""
+def write_clip(path, frames: list[np.ndarray], fps=25, audio_seconds: float | None = None,
+               pts: list[int] | None = None, rotation: int = 0) -> None:
+    """An H.264 mp4 of ``frames``, with an AAC sine tone as long as the clip when ``audio_seconds`` is given.
+
+    ``pts``: each frame's timestamp in 1/fps units (a variable frame rate); ``rotation``: the display
+    matrix's counter-clockwise turn, the frames stored as given (a phone clip stores them turned)."""
     import fractions
 
     import av
@@ -49,13 +53,15 @@ def write_clip(path, frames: list[np.ndarray], fps=25, audio_seconds: float | No
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
         audio = None
         if audio_seconds is not None:
             audio = out.add_stream("aac", rate=16000)
             audio.layout = "mono"
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, 1 / rate
+            frame.pts, frame.time_base = (i if pts is None else pts[i]), 1 / rate
             for packet in video.encode(frame):
                 out.mux(packet)
         for packet in video.encode():
