@@ -175,7 +175,19 @@ def _number(value) -> float:
     return number
 
 
-_UNSET = object()
+class _Unset:
+    """A flag's value when it was not given (so only the flags given override the YAML file); ``--help``
+    shows the setting's own default through it."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __str__(self) -> str:
+        return str(self.default) if self.default != "" else "none"
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def build_parser():
@@ -189,8 +201,7 @@ def build_parser():
                     description="Train MagicFace's ID encoder and denoising UNet jointly (also under torchrun or "
                                 "`accelerate launch`; see README, Training).")
     parser.add_argument("--config", type=Path, help="a YAML file with any of the settings; flags override it")
-    # Unset flags come back as _UNSET, so that only the flags given override the YAML file.
-    parser.set_defaults(**{f.name: _UNSET for f in dataclasses.fields(TrainConfig)})
+    parser.set_defaults(**{f.name: _Unset(_default(f)) for f in dataclasses.fields(TrainConfig)})
     return parser
 
 
@@ -214,7 +225,7 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
         if stray:
             raise SettingsError(f"{args.config}: unknown settings {', '.join(stray)}")
         values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not _UNSET})
+    values.update({k: v for k, v in vars(args).items() if k != "config" and not isinstance(v, _Unset)})
     return TrainConfig(**values)
 
 
