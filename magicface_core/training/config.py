@@ -20,6 +20,7 @@ MixedPrecision = Literal["no", "fp16", "bf16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
 LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 LogWith = Literal["csv", "tensorboard"]
+MAX_LEARNING_RATE = 1.0  # past it one Adam step moves the weights further than their own size
 
 
 @dataclass
@@ -98,7 +99,9 @@ class TrainConfig:
         for name in ("lr_warmup_steps", "keep_checkpoints", "validate_every", "num_workers", "seed",
                      "no_change_noise", "no_change_threshold", "max_grad_norm", "adam_weight_decay"):
             need(getattr(self, name) >= 0, f"{name}: must not be negative, got {getattr(self, name)}")
-        need(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
+        need(0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"learning_rate: must be positive and at most {MAX_LEARNING_RATE:g} (Adam moves every weight by about "
+             f"the learning rate at each step; the paper uses 1e-5), got {self.learning_rate:g}")
         need(self.adam_epsilon > 0, f"adam_epsilon: must be positive, got {self.adam_epsilon}")
         for name in ("adam_beta1", "adam_beta2", "ema_decay"):
             need(0 <= getattr(self, name) < 1, f"{name}: must be in [0, 1), got {getattr(self, name)}")

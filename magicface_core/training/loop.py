@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..errors import DataError, MissingDependencyError, OutputPathError, SettingsError
+from ..errors import DataError, MissingDependencyError, NonFiniteError, OutputPathError, SettingsError
 from ..files import PARTIAL_SUFFIX as PARTIAL, atomic_path
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
 from .config import TrainConfig, to_yaml
-from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, load_rgb, read_index
+from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, check_index, load_rgb, read_index
 from .module import MagicFaceTrainingModule
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,26 @@ def holds_run(output: Path) -> bool:
     return any((output / name).exists() for name in RUN_FILES)
 
 
+# What accelerate's save_state always writes (the model also as pytorch_model.bin in older runs).
+_STATE_FILES = ("optimizer.bin", "scheduler.bin", "random_states_0.pkl")
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """``--resume PATH`` names a complete checkpoint this pack wrote, before anything loads."""
+    hint = "give one of a run's checkpoints/step-N folders, or --resume latest with that run's --output-dir"
+    if not folder.is_dir():
+        raise SettingsError(f"--resume {folder}: no such checkpoint folder; {hint}")
+    if folder.name.endswith(PARTIAL):
+        raise SettingsError(f"--resume {folder}: this checkpoint was left incomplete by an interrupted run; {hint}")
+    missing = [name for name in _STATE_FILES if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        missing.insert(0, "model.safetensors")
+    if missing:
+        if (folder / CHECKPOINTS).is_dir():
+            hint = f"this is a run's output folder: pass --output-dir {folder} --resume latest"
+        raise SettingsError(f"--resume {folder} is not a training checkpoint (no {', '.join(missing)}); {hint}")
+
+
 def check_before_loading(config: TrainConfig, processes: int) -> int:
     """Everything about the data, the output folder and the process count that can be checked
     without loading a model; returns the number of training pairs."""
@@ -107,9 +127,10 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
         raise DataError(f"{config.data} holds no prepared training set ({INDEX_FILE} not found): "
                         "run `python -m magicface_core prepare` first")
     try:
-        _, pairs = read_index(config.data)
+        frames, pairs = read_index(config.data)
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{index} cannot be read ({exc}); prepare the data again") from exc
+    check_index(config.data, frames, pairs)
     if not pairs:
         raise DataError(f"{config.data} has no training pairs; prepare more clips or lower --min-gap")
     needed = config.batch_size * processes
@@ -119,8 +140,8 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
             f"{config.batch_size} = {needed} samples; lower --batch-size, use fewer processes or prepare more data"
         )
     output = config.output
-    if config.resume and config.resume != "latest" and not Path(config.resume).is_dir():
-        raise SettingsError(f"--resume {config.resume}: no such checkpoint folder (or use --resume latest)")
+    if config.resume and config.resume != "latest":
+        check_checkpoint_folder(Path(config.resume))
     if holds_run(output) and not config.resume and not config.overwrite:
         raise OutputPathError(
             f"{output} already holds a training run; pass --resume latest to continue it, or --overwrite to "
@@ -287,7 +308,10 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
                 ema.step(params)
             mean_loss = float(accelerator.reduce(loss.detach(), "mean"))  # the same on every process
             if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"the loss became {mean_loss} at step {global_step}")
+                raise NonFiniteError(
+                    f"the loss became {mean_loss} at step {global_step}: training diverged, and nothing from this "
+                    f"step on was saved. Lower --learning-rate (now {config.learning_rate:g}) or --max-grad-norm, "
+                    "then start over with --overwrite, or go on from an earlier checkpoint with --resume")
             if global_step % config.log_every == 0 or global_step == 1:
                 row = {"step": global_step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0],
                        "seconds": round(time.time() - started, 2)}
