@@ -101,3 +101,156 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path, sd15, monkeypatch):
     with pytest.raises(MagicFaceError, match=r"the loss became nan at step 1: training diverged.*--learning-rate"):
         loop.train(tiny_config(data, sd15, tmp_path / "out", max_steps=1, checkpoint_every=1))
     assert not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "magicface.safetensors").exists()
+
+
+# --- the run folder ---------------------------------------------------------------------------------------
+
+class Stop(Exception):
+    """Raised where SD 1.5 would load: the run folder's handling before it is under test."""
+
+
+@pytest.fixture
+def stop_at_loading(monkeypatch):
+    from magicface_core.model import sd15 as sd15_module
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(sd15_module, "load_sd15", stop)
+
+
+def _snapshot(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in folder.rglob("*")}
+
+
+def _yours(output):
+    """A folder with no earlier run, holding files of yours under the names a run uses."""
+    (output / "logs").mkdir(parents=True)
+    (output / "logs" / "notes.txt").write_text("my notes")
+    (output / "validation").mkdir()
+    (output / "validation" / "holdout.png").write_bytes(b"my image")
+    (output / "readme.txt").write_text("mine")
+    return _snapshot(output)
+
+
+def test_overwrite_in_a_folder_with_no_earlier_run_deletes_nothing(tmp_path, stop_at_loading):
+    """Finding 7: `train --overwrite` in a folder with no earlier run deleted your logs/ and validation/."""
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    before = _yours(output)
+    with pytest.raises(Stop):
+        loop.train(TrainConfig(data=str(data), output_dir=str(output), overwrite=True, batch_size=1))
+    after = _snapshot(output)
+    assert {k: after[k] for k in before} == before  # all yours is there, unchanged
+    assert set(after) - set(before) == {"config.yaml", "magicface-run.json"}  # and the run's record of it
+
+
+def test_your_config_and_folders_survive_a_resumed_run_and_its_overwrite(tmp_path, sd15, monkeypatch):
+    """Finding 6: `train --config OUT/config.yaml --output-dir OUT --resume latest` replaced your commented
+    config.yaml with the pack's dump. Finding 7: --overwrite then deletes the run's files, and only those.
+    Running twice at once: the run holds the folder's lock while it trains."""
+    from magicface_core.files import exclusive_output
+    from magicface_core.training.config import load_config
+
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    yours = _yours(output)
+    config = output / "config.yaml"
+    config.write_text(f"# my settings\ndata: {data}\nsd15: {sd15}\nresolution: 64\nbatch_size: 2\nmax_steps: 1\n"
+                      "checkpoint_every: 1\nvalidate_every: 1\nvalidation_steps: 2\nvalidation_identities: 1\n"
+                      "num_workers: 0\nsave_dtype: fp32\n")
+    mine = config.read_bytes()
+    locked = []
+
+    def second_run_meanwhile(report):
+        with pytest.raises(OutputPathError, match="another run is writing"):
+            with exclusive_output(output, option="--output-dir", inside=True):
+                pass
+        locked.append(report.step)
+
+    loop.train(load_config(["--config", str(config), "--output-dir", str(output), "--resume", "latest"]),
+               on_step=second_run_meanwhile)
+    assert locked == [1]
+    assert config.read_bytes() == mine
+    record = json.loads((output / "magicface-run.json").read_text())
+    assert record["settings"]["max_steps"] == 1 and record["names"]["config.yaml"] == "yours"
+    assert (output / "validation" / "step-0000001.png").is_file()
+    assert (output / "checkpoints" / "step-0000001").is_dir() and (output / "magicface.safetensors").is_file()
+
+    class Stop(Exception):
+        pass
+
+    from magicface_core.model import sd15 as sd15_module
+
+    monkeypatch.setattr(sd15_module, "load_sd15", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    with pytest.raises(Stop):
+        loop.train(load_config(["--config", str(config), "--output-dir", str(output), "--overwrite"]))
+    after = _snapshot(output)
+    assert {k: after[k] for k in yours} == yours and config.read_bytes() == mine
+    assert set(after) - set(yours) == {"config.yaml", "magicface-run.json"}  # checkpoints, log, grid, weights gone
+    assert not list(output.glob(".magicface.lock"))
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_run_again(tmp_path, stop_at_loading):
+    """A failed run blocked its own re-run: its config.yaml made the same command refuse with "already holds
+    a training run". A run that stopped before writing anything a restart would lose starts over; one that
+    logged steps starts over with the same settings (it computes the same log), and with others is refused."""
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    settings = dict(data=str(data), output_dir=str(output), batch_size=1, learning_rate=1e-4)
+    with pytest.raises(Stop):  # e.g. SD 1.5 not found
+        loop.train(TrainConfig(**settings))
+    with pytest.raises(Stop):  # the same command again: it runs
+        loop.train(TrainConfig(**settings))
+    with pytest.raises(Stop):  # with a setting fixed: it runs too, nothing of the first run is lost
+        loop.train(TrainConfig(**settings, seed=3))
+
+    (output / "train_log.csv").write_text("step,loss,lr,seconds\n1,0.5,0.0001,1.0\n")  # it got as far as a step
+    with pytest.raises(OutputPathError, match=r"stopped before its first checkpoint, with other settings "
+                                              r"\(learning_rate 0.0001 -> 0.0002\)"):
+        loop.train(TrainConfig(**{**settings, "learning_rate": 2e-4}, seed=3))
+    with pytest.raises(Stop):
+        loop.train(TrainConfig(**settings, seed=3))
+
+    (output / "checkpoints" / "step-0000005").mkdir(parents=True)  # a checkpoint: a restart would lose it
+    with pytest.raises(OutputPathError, match="already holds a training run; pass --resume latest"):
+        loop.train(TrainConfig(**settings, seed=3))
+
+
+def test_a_second_run_on_a_running_folder_is_refused_and_the_first_stays_whole(tmp_path, stop_at_loading):
+    """Running twice at once: a second `train --resume latest` crashed with a traceback (and first deleted the
+    running one's checkpoint in progress as a crash's leftover)."""
+    from magicface_core.files import exclusive_output
+
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    settings = dict(data=str(data), output_dir=str(output), batch_size=1)
+    with pytest.raises(Stop):
+        loop.train(TrainConfig(**settings))
+    (output / "train_log.csv").write_text("step,loss,lr,seconds\n1,0.5,0.0001,1.0\n")
+    (output / "checkpoints" / "step-0000002.partial").mkdir(parents=True)  # being written by the running run
+    (output / "checkpoints" / "step-0000002.partial" / "optimizer.bin").write_bytes(b"half")
+    with exclusive_output(output, option="--output-dir", inside=True):  # what the running run holds (see above)
+        before = _snapshot(output)
+        with pytest.raises(OutputPathError, match=f"another run is writing {output} right now; wait for it"):
+            loop.train(TrainConfig(**settings, resume="latest"))
+        assert _snapshot(output) == before
+
+
+@pytest.mark.parametrize("name", ["validation/step-0000001.png", "checkpoints/step-0000001/notes.txt",
+                                  "train_log.csv", "magicface.safetensors"])
+def test_a_file_of_yours_under_a_name_the_run_writes_is_refused(tmp_path, no_model_loading, name):
+    """Finding 7's rule for new runs: a run never replaces a file of yours, so one named as a run's file is refused
+    before anything is written (before, a grid, checkpoint, log or weights of yours was replaced or deleted)."""
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    (output / name).parent.mkdir(parents=True, exist_ok=True)
+    (output / name).write_text("mine")
+    before = _snapshot(output)
+    for flags in ({}, {"overwrite": True}):
+        with pytest.raises(OutputPathError, match="was not written by a training run, and a run writes that name"):
+            loop.train(TrainConfig(data=str(data), output_dir=str(output), batch_size=1, **flags))
+        assert _snapshot(output) == before
