@@ -254,3 +254,14 @@ def test_a_file_of_yours_under_a_name_the_run_writes_is_refused(tmp_path, no_mod
         with pytest.raises(OutputPathError, match="was not written by a training run, and a run writes that name"):
             loop.train(TrainConfig(data=str(data), output_dir=str(output), batch_size=1, **flags))
         assert _snapshot(output) == before
+
+
+def test_resume_latest_with_a_damaged_latest_checkpoint_says_so(tmp_path, no_model_loading):
+    """Training data item (--resume latest): a latest checkpoint missing its state files was accelerate's traceback."""
+    data = make_dataset(tmp_path / "data", clips=1)
+    output = tmp_path / "out"
+    (output / "checkpoints" / "step-0000004").mkdir(parents=True)
+    (output / "checkpoints" / "step-0000004" / "optimizer.bin").write_bytes(b"")  # the rest deleted
+    with pytest.raises(SettingsError, match=r"step-0000004 is not a training checkpoint \(no model.safetensors, "
+                                            r"scheduler.bin, random_states_0.pkl\)"):
+        loop.train(TrainConfig(data=str(data), output_dir=str(output), batch_size=1, resume="latest"))

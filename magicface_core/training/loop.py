@@ -140,6 +140,8 @@ def prepare_output(config: TrainConfig, accelerator) -> Path | None:
         found = RunFolder(output).latest_checkpoint()
         if found is None:
             logger.info("no complete checkpoint in %s yet: starting from step 0", output / CHECKPOINTS)
+        else:
+            check_checkpoint_folder(found)  # e.g. files of it deleted by hand: said here, not by accelerate
         return found
     return Path(config.resume) if config.resume else None
 
