@@ -265,3 +265,12 @@ def test_resume_latest_with_a_damaged_latest_checkpoint_says_so(tmp_path, no_mod
     with pytest.raises(SettingsError, match=r"step-0000004 is not a training checkpoint \(no model.safetensors, "
                                             r"scheduler.bin, random_states_0.pkl\)"):
         loop.train(TrainConfig(data=str(data), output_dir=str(output), batch_size=1, resume="latest"))
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_loading(tmp_path, no_model_loading):
+    """Tracebacks after the work: an --output-dir that is a file failed in mkdir; now refused up front."""
+    data = make_dataset(tmp_path / "data", clips=1)
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(OutputPathError, match="is a file, not a folder"):
+        loop.train(TrainConfig(data=str(data), output_dir=str(tmp_path / "out"), batch_size=1))
+    assert (tmp_path / "out").read_text() == "mine"

@@ -141,6 +141,8 @@ class RunFolder:
     # --- before a run ----------------------------------------------------------------------------
     def check(self, config) -> None:
         """Refuse a run that would replace or lose something; nothing is written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputPathError(f"--output-dir {self.path} is a file, not a folder: choose another --output-dir")
         for name in (LOG_NAME, EXPORT_NAME):
             if self.yours(name):
                 raise OutputPathError(
