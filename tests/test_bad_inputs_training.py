@@ -274,3 +274,22 @@ def test_an_output_dir_that_is_a_file_is_refused_before_loading(tmp_path, no_mod
     with pytest.raises(OutputPathError, match="is a file, not a folder"):
         loop.train(TrainConfig(data=str(data), output_dir=str(tmp_path / "out"), batch_size=1))
     assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_the_config_dump_is_rewritten_only_while_it_is_the_runs(tmp_path, caplog):
+    """Finding 6, the other way in: the dump of an earlier run is the run's to rewrite, until you edit it."""
+    import logging
+
+    from magicface_core.training.run_folder import RunFolder
+
+    output = tmp_path / "out"
+    RunFolder(output).start(TrainConfig(data="d", output_dir=str(output), max_steps=5))
+    assert "max_steps: 5" in (output / "config.yaml").read_text()
+    RunFolder(output).start(TrainConfig(data="d", output_dir=str(output), max_steps=6, resume="latest"))
+    assert "max_steps: 6" in (output / "config.yaml").read_text()  # the run's own dump follows the run
+    (output / "config.yaml").write_text((output / "config.yaml").read_text() + "# tried 7 too\n")
+    edited = (output / "config.yaml").read_bytes()
+    with caplog.at_level(logging.INFO):
+        RunFolder(output).start(TrainConfig(data="d", output_dir=str(output), max_steps=8, resume="latest"))
+    assert (output / "config.yaml").read_bytes() == edited and "keeping your" in caplog.text
+    assert json.loads((output / "magicface-run.json").read_text())["settings"]["max_steps"] == 8
