@@ -78,6 +78,8 @@ class AUVector:
     __slots__ = ("_values",)
 
     def __init__(self, values: torch.Tensor | Sequence[float] | Sequence[Sequence[float]]):
+        if _holds_bools(values):
+            raise AUInputError("AU values must be numbers, not true/false")
         tensor = torch.as_tensor(values, dtype=torch.float32).detach().clone().cpu()
         if tensor.ndim == 1:
             tensor = tensor.unsqueeze(0)
@@ -271,6 +273,8 @@ def au_sweep(au: str, start: float, stop: float, step: float, max_steps: int = S
 
 
 def _as_float(value: object, name: object) -> float:
+    if _is_bool(value):  # float(True) is 1.0: a yes/no is not an intensity
+        raise AUInputError(f"the value of {name} must be a number, got {value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -278,3 +282,19 @@ def _as_float(value: object, name: object) -> float:
     if not math.isfinite(number):
         raise AUInputError(f"the value of {name} must be finite, got {value!r}")
     return number
+
+
+def _is_bool(value: object) -> bool:
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_))
+
+
+def _holds_bools(values: object) -> bool:
+    """A boolean array, or a list with a boolean in it (torch would read True as 1.0)."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None:
+        return dtype in (torch.bool, bool) or str(dtype) == "bool"
+    if isinstance(values, (list, tuple)):
+        return any(_is_bool(v) or _holds_bools(v) for v in values)
+    return False

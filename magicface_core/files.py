@@ -86,13 +86,14 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True, keep_suffix: bo
 
 
 @contextlib.contextmanager
-def exclusive_output(path: str | os.PathLike, option: str = "--out") -> Iterator[None]:
-    """Hold a lock beside ``path`` for the whole write: a second run on the same output is refused."""
+def exclusive_output(path: str | os.PathLike, option: str = "--out", inside: bool = False) -> Iterator[None]:
+    """Hold a lock beside ``path`` (in it, for a folder that is the output: ``inside``) for the whole
+    write: a second run on the same output is refused."""
     from filelock import FileLock, Timeout  # huggingface_hub's own dependency
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(f".{path.name}.lock")
+    (path if inside else path.parent).mkdir(parents=True, exist_ok=True)
+    lock_path = path / ".magicface.lock" if inside else path.with_name(f".{path.name}.lock")
     lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)

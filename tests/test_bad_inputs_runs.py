@@ -170,3 +170,50 @@ def test_prepare_empty_videos_folder_is_an_error(tmp_path):
     with pytest.raises(MagicFaceError, match="nothing to prepare"):
         prepare(tmp_path / "videos", tmp_path / "data", _StubToolkit(), Settings())
     assert not (tmp_path / "data" / "index.json").exists()
+
+
+def test_evaluate_reads_a_csv_with_an_excel_byte_order_mark(tmp_path):
+    """Messages item: Excel's UTF-8 CSV starts with a byte-order mark; it read as a missing `identity` column."""
+    from magicface_core.evaluation.evaluate import read_triples
+
+    (tmp_path / "edits.csv").write_text("identity,au_delta,edited\r\na.png,AU12=3,b.png\r\n", encoding="utf-8-sig")
+    ((identity, delta, edited),) = read_triples(tmp_path / "edits.csv")
+    assert identity == tmp_path / "a.png" and edited == tmp_path / "b.png"
+    assert delta.to_dicts(skip_zeros=True) == [{"AU12": 3.0}]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("identity,au_delta,edited\n", "has no rows under its header"),
+    ("", "is empty"),
+])
+def test_evaluate_header_only_or_empty_csv_says_so(tmp_path, text, words):
+    """Messages item: a header-only CSV reported a missing `identity` column."""
+    from magicface_core.errors import MagicFaceError
+    from magicface_core.evaluation.evaluate import read_triples
+
+    (tmp_path / "edits.csv").write_text(text)
+    with pytest.raises(MagicFaceError, match=words) as error:
+        read_triples(tmp_path / "edits.csv")
+    assert "missing" not in str(error.value)
+
+
+def test_train_help_shows_the_real_defaults():
+    """Messages item: `train --help` printed `(default: <object object at 0x...>)`."""
+    from magicface_core.training.config import build_parser
+
+    text = build_parser().format_help()
+    assert "object at 0x" not in text
+    text = " ".join(text.split())  # argparse wraps lines
+    assert "(default: csv)" in text and "(default: 2)" in text and "(default: False)" in text
+
+
+@pytest.mark.parametrize("value", [
+    {"AU12": True}, {"AU12": np.bool_(False)}, [True] + [0.0] * 11, np.zeros(12, bool),
+])
+def test_au_vector_refuses_booleans(value):
+    """Silently accepted: `AUVector.from_dict({"AU12": True})` read as 1."""
+    from magicface_core.au import AUVector
+    from magicface_core.errors import AUInputError
+
+    with pytest.raises(AUInputError, match="number"):
+        AUVector.coerce(value)

@@ -76,11 +76,18 @@ def evaluate_edit(identity: np.ndarray, edited: np.ndarray, delta: AUVector, too
 
 
 def read_triples(path: Path) -> list[tuple[Path, AUVector, Path]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"identity", "au_delta", "edited"} - set(rows[0] if rows else {})
+    # utf-8-sig: Excel starts a CSV with a byte-order mark, which would otherwise be part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        columns = set(reader.fieldnames or ())
+    if not columns:
+        raise MagicFaceError(f"{path} is empty: it needs a header line identity,au_delta,edited and one line per edit")
+    missing = {"identity", "au_delta", "edited"} - columns
     if missing:
         raise MagicFaceError(f"{path} needs the columns identity, au_delta, edited (missing {', '.join(sorted(missing))})")
+    if not rows:
+        raise MagicFaceError(f"{path} has no rows under its header: add one line per edit (identity, au_delta, edited)")
     base = path.parent
     return [(base / r["identity"], AUVector.parse(r["au_delta"]), base / r["edited"]) for r in rows]
 
@@ -173,7 +180,7 @@ def run(args, toolkit, device, dtype) -> None:
         from ..model.sd15 import load_sd15
 
         identities = sorted(p for p in args.identities.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        deltas = [AUVector.parse(line) for line in args.deltas.read_text().splitlines() if line.strip()]
+        deltas = [AUVector.parse(line) for line in args.deltas.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
         sd15 = load_sd15(args.sd15, device, dtype)
         settings = EditSettings(args.steps, args.guidance, args.seed, args.sampler)

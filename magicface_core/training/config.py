@@ -20,6 +20,7 @@ MixedPrecision = Literal["no", "fp16", "bf16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
 LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 LogWith = Literal["csv", "tensorboard"]
+MAX_LEARNING_RATE = 1.0  # past it one Adam step moves the weights further than their own size
 
 
 @dataclass
@@ -98,7 +99,9 @@ class TrainConfig:
         for name in ("lr_warmup_steps", "keep_checkpoints", "validate_every", "num_workers", "seed",
                      "no_change_noise", "no_change_threshold", "max_grad_norm", "adam_weight_decay"):
             need(getattr(self, name) >= 0, f"{name}: must not be negative, got {getattr(self, name)}")
-        need(self.learning_rate > 0, f"learning_rate: must be positive, got {self.learning_rate}")
+        need(0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"learning_rate: must be positive and at most {MAX_LEARNING_RATE:g} (Adam moves every weight by about "
+             f"the learning rate at each step; the paper uses 1e-5), got {self.learning_rate:g}")
         need(self.adam_epsilon > 0, f"adam_epsilon: must be positive, got {self.adam_epsilon}")
         for name in ("adam_beta1", "adam_beta2", "ema_decay"):
             need(0 <= getattr(self, name) < 1, f"{name}: must be in [0, 1), got {getattr(self, name)}")
@@ -175,7 +178,19 @@ def _number(value) -> float:
     return number
 
 
-_UNSET = object()
+class _Unset:
+    """A flag's value when it was not given (so only the flags given override the YAML file); ``--help``
+    shows the setting's own default through it."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __str__(self) -> str:
+        return str(self.default) if self.default != "" else "none"
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def build_parser():
@@ -189,8 +204,7 @@ def build_parser():
                     description="Train MagicFace's ID encoder and denoising UNet jointly (also under torchrun or "
                                 "`accelerate launch`; see README, Training).")
     parser.add_argument("--config", type=Path, help="a YAML file with any of the settings; flags override it")
-    # Unset flags come back as _UNSET, so that only the flags given override the YAML file.
-    parser.set_defaults(**{f.name: _UNSET for f in dataclasses.fields(TrainConfig)})
+    parser.set_defaults(**{f.name: _Unset(_default(f)) for f in dataclasses.fields(TrainConfig)})
     return parser
 
 
@@ -214,7 +228,7 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
         if stray:
             raise SettingsError(f"{args.config}: unknown settings {', '.join(stray)}")
         values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not _UNSET})
+    values.update({k: v for k, v in vars(args).items() if k != "config" and not isinstance(v, _Unset)})
     return TrainConfig(**values)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import MagicFaceError
+from ..au import NUM_AUS
+from ..errors import DataError, MagicFaceError
 
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1
@@ -54,6 +55,36 @@ def read_index(root: str | Path) -> tuple[list[Frame], list[Pair]]:
     payload = json.loads(path.read_text())
     frames = [Frame(f["clip"], f["frame"], f["image"], f["condition"], tuple(f["aus"])) for f in payload["frames"]]
     return frames, [Pair(i, j) for i, j in payload["pairs"]]
+
+
+def check_index(root: str | Path, frames: list[Frame], pairs: list[Pair], shown: int = 5) -> None:
+    """Every pair points at two frames, every frame of a pair has its image and condition image on disk
+    and 12 finite AU intensities; otherwise a DataError names the first ``shown`` bad entries (so a
+    damaged index is reported before any model loads, not as a traceback mid-run)."""
+    root = Path(root)
+    problems: list[str] = []
+    used: set[int] = set()
+    for n, pair in enumerate(pairs):
+        bad = [i for i in (pair.identity, pair.target) if not (isinstance(i, int) and 0 <= i < len(frames))]
+        if bad:
+            problems.append(f"pair {n} points at frame {bad[0]}, but the index has frames 0..{len(frames) - 1}")
+        else:
+            used.update((pair.identity, pair.target))
+    for i in sorted(used):
+        frame = frames[i]
+        aus = frame.aus
+        if len(aus) != NUM_AUS:
+            problems.append(f"frame {i} ({frame.image}) has {len(aus)} AU values, not {NUM_AUS}")
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in aus):
+            problems.append(f"frame {i} ({frame.image}) has AU values that are not finite numbers: {list(aus)}")
+        for kind, name in (("image", frame.image), ("condition image", frame.condition)):
+            if not (root / name).is_file():
+                problems.append(f"frame {i}: its {kind} {root / name} is missing")
+    if problems:
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise DataError(f"{root / INDEX_FILE} is damaged ({len(problems)} problem(s)):\n  "
+                        + "\n  ".join(problems[:shown]) + more
+                        + "\nprepare the data again (python -m magicface_core prepare), or restore the missing files")
 
 
 def load_rgb(path: Path, resolution: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ exports and the shared parts of checkpoints, and every process saves its own RNG
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -27,23 +28,19 @@ import torch
 import torch.nn.functional as F
 
 from ..au import AUVector
-from ..errors import DataError, MissingDependencyError, OutputPathError, SettingsError
-from ..files import PARTIAL_SUFFIX as PARTIAL, atomic_path
+from ..errors import DataError, MissingDependencyError, NonFiniteError, SettingsError
+from ..files import PARTIAL_SUFFIX as PARTIAL
 from ..model.magicface import LATENT_SCALE, MagicFace
 from ..model.schedulers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
-from .config import TrainConfig, to_yaml
-from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, load_rgb, read_index
+from .config import TrainConfig
+from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, check_index, load_rgb, read_index
 from .module import MagicFaceTrainingModule
+from .run_folder import CHECKPOINTS, EXPORT_NAME, LOG_NAME, LOGS, VALIDATION, RunFolder, step_number
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-EXPORT_NAME = "magicface.safetensors"
-LOG_NAME = "train_log.csv"
 LAYOUT_NAME = "layout.json"  # in each checkpoint: what the data order and random draws depend on
-# What a run writes into its output folder; --overwrite removes exactly these, nothing else there.
-RUN_FILES = ("config.yaml", LOG_NAME, EXPORT_NAME, CHECKPOINTS, "validation", "logs")
 
 
 def step_generator(config: TrainConfig, micro_step: int, process: int) -> torch.Generator:
@@ -84,17 +81,24 @@ def build_optimizer(params, config: TrainConfig):
                          weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
 
 
-def _step_number(folder: Path) -> int:
-    return int(folder.name.split("-")[1])
+# What accelerate's save_state always writes (the model also as pytorch_model.bin in older runs).
+_STATE_FILES = ("optimizer.bin", "scheduler.bin", "random_states_0.pkl")
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    folders = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=_step_number)
-    return folders[-1] if folders else None
-
-
-def holds_run(output: Path) -> bool:
-    return any((output / name).exists() for name in RUN_FILES)
+def check_checkpoint_folder(folder: Path) -> None:
+    """``--resume PATH`` names a complete checkpoint this pack wrote, before anything loads."""
+    hint = "give one of a run's checkpoints/step-N folders, or --resume latest with that run's --output-dir"
+    if not folder.is_dir():
+        raise SettingsError(f"--resume {folder}: no such checkpoint folder; {hint}")
+    if folder.name.endswith(PARTIAL):
+        raise SettingsError(f"--resume {folder}: this checkpoint was left incomplete by an interrupted run; {hint}")
+    missing = [name for name in _STATE_FILES if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        missing.insert(0, "model.safetensors")
+    if missing:
+        if (folder / CHECKPOINTS).is_dir():
+            hint = f"this is a run's output folder: pass --output-dir {folder} --resume latest"
+        raise SettingsError(f"--resume {folder} is not a training checkpoint (no {', '.join(missing)}); {hint}")
 
 
 def check_before_loading(config: TrainConfig, processes: int) -> int:
@@ -107,9 +111,10 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
         raise DataError(f"{config.data} holds no prepared training set ({INDEX_FILE} not found): "
                         "run `python -m magicface_core prepare` first")
     try:
-        _, pairs = read_index(config.data)
+        frames, pairs = read_index(config.data)
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{index} cannot be read ({exc}); prepare the data again") from exc
+    check_index(config.data, frames, pairs)
     if not pairs:
         raise DataError(f"{config.data} has no training pairs; prepare more clips or lower --min-gap")
     needed = config.batch_size * processes
@@ -118,37 +123,25 @@ def check_before_loading(config: TrainConfig, processes: int) -> int:
             f"{len(pairs)} training pairs cannot fill one step of {processes} process(es) x batch size "
             f"{config.batch_size} = {needed} samples; lower --batch-size, use fewer processes or prepare more data"
         )
-    output = config.output
-    if config.resume and config.resume != "latest" and not Path(config.resume).is_dir():
-        raise SettingsError(f"--resume {config.resume}: no such checkpoint folder (or use --resume latest)")
-    if holds_run(output) and not config.resume and not config.overwrite:
-        raise OutputPathError(
-            f"{output} already holds a training run; pass --resume latest to continue it, or --overwrite to "
-            "start over (which deletes its checkpoints, log and exported weights)"
-        )
+    if config.resume and config.resume != "latest":
+        check_checkpoint_folder(Path(config.resume))
+    RunFolder(config.output).check(config)
     return len(pairs)
 
 
 def prepare_output(config: TrainConfig, accelerator) -> Path | None:
-    """Clean up after an interrupted or replaced run (main process) and say where to resume from."""
+    """Clean up after an interrupted or replaced run (main process), record what this run writes
+    (run_folder.RunFolder.start) and say where to resume from."""
     output = config.output
     if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        for leftover in sorted(output.glob("*" + PARTIAL)) + sorted((output / CHECKPOINTS).glob("*" + PARTIAL)):
-            logger.warning("removing %s, left incomplete by an interrupted run", leftover)
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        if config.overwrite:
-            for name in RUN_FILES:
-                path = output / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+        RunFolder(output).start(config)
     accelerator.wait_for_everyone()
     if config.resume == "latest":
-        found = latest_checkpoint(output)
+        found = RunFolder(output).latest_checkpoint()
         if found is None:
             logger.info("no complete checkpoint in %s yet: starting from step 0", output / CHECKPOINTS)
+        else:
+            check_checkpoint_folder(found)  # e.g. files of it deleted by hand: said here, not by accelerate
         return found
     return Path(config.resume) if config.resume else None
 
@@ -190,7 +183,23 @@ class StepReport:
 def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = None) -> Path:
     """Run (or resume) training; returns the path of the final exported weights."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import ProjectConfiguration
+
+    output = config.output
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with="tensorboard" if config.log_with == "tensorboard" else None,
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / LOGS)),
+    )
+    check_before_loading(config, accelerator.num_processes)
+    # One run at a time in a folder: a second one is refused before it cleans up or writes anything.
+    with RunFolder(output).lock() if accelerator.is_main_process else contextlib.nullcontext():
+        return _run(config, accelerator, on_step)
+
+
+def _run(config: TrainConfig, accelerator, on_step: Callable[[StepReport], None] | None) -> Path:
+    from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
@@ -198,18 +207,8 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
     from .sd15_init import magicface_from_sd15
 
     output = config.output
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        log_with="tensorboard" if config.log_with == "tensorboard" else None,
-        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
-    )
-    check_before_loading(config, accelerator.num_processes)
     resume_from = prepare_output(config, accelerator)
     set_seed(config.seed)
-    if accelerator.is_main_process:
-        with atomic_path(output / "config.yaml") as temporary:
-            temporary.write_text(to_yaml(config))
 
     device = accelerator.device
     base = load_sd15(config.sd15, device, torch.float32, with_unet=not config.init_from)
@@ -254,7 +253,7 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
               "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
     if resume_from is not None:
         load_training_state(accelerator, resume_from)
-        global_step = _step_number(resume_from)
+        global_step = step_number(resume_from)
         logger.info("resumed from %s (step %d)", resume_from, global_step)
         _warn_if_layout_changed(resume_from, layout, accelerator.is_main_process)
     if accelerator.is_main_process and config.log_with == "tensorboard":
@@ -287,7 +286,10 @@ def train(config: TrainConfig, on_step: Callable[[StepReport], None] | None = No
                 ema.step(params)
             mean_loss = float(accelerator.reduce(loss.detach(), "mean"))  # the same on every process
             if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"the loss became {mean_loss} at step {global_step}")
+                raise NonFiniteError(
+                    f"the loss became {mean_loss} at step {global_step}: training diverged, and nothing from this "
+                    f"step on was saved. Lower --learning-rate (now {config.learning_rate:g}) or --max-grad-norm, "
+                    "then start over with --overwrite, or go on from an earlier checkpoint with --resume")
             if global_step % config.log_every == 0 or global_step == 1:
                 row = {"step": global_step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0],
                        "seconds": round(time.time() - started, 2)}
@@ -341,7 +343,7 @@ def save_checkpoint(accelerator, magicface, ema, params, output: Path, step: int
         if folder.exists():  # a step saved before by a run that was resumed from an earlier checkpoint
             shutil.rmtree(folder)
         partial.rename(folder)
-        old = sorted((output / CHECKPOINTS).glob("step-*[0-9]"), key=_step_number)
+        old = RunFolder(output).checkpoints()
         for stale in old[:-config.keep_checkpoints] if config.keep_checkpoints > 0 else []:
             shutil.rmtree(stale)
     accelerator.wait_for_everyone()
@@ -424,7 +426,7 @@ def validate(magicface: MagicFace, ema, params, vae, text, dataset: PairDataset,
             if len(rows) == config.validation_identities:
                 break
         grid = torch.cat([torch.cat(list(row), dim=2) for row in rows], dim=1)
-        path = output / "validation" / f"step-{step:07d}.png"
+        path = output / VALIDATION / f"step-{step:07d}.png"
         save_image(from_tensor(grid[None])[0], path)
         return path
     finally:
