@@ -1,9 +1,11 @@
 """Per-step time of FineFace's UNet (attn2 AU term + merged LoRA) against the bare base UNet, same run.
 
-    python benchmarks/bench_fineface.py [--steps 20]
+    python benchmarks/bench_fineface.py [--steps 20] [--size tiny|full]
 
-Tiny random SD 2-like weights (tools/compare_fineface_with_authors.py); prints figures, asserts nothing.
-Target: at most 1.05x (the AU term is one vector per block; the LoRA is merged into the weights).
+Random SD 2-like weights (tools/compare_fineface_with_authors.py): ``tiny`` (32/64 channels, 8x8
+latents) or ``full`` (SD 2.1-base's own UNet config, 64x64 latents, 77 text tokens: 512x512 images);
+prints figures, asserts nothing. Target: at most 1.05x (the AU term is one vector per block; the LoRA
+is merged into the weights), which holds where the UNet's own work dominates, as at full size.
 """
 
 from __future__ import annotations
@@ -20,20 +22,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import compare_fineface_with_authors as parity  # noqa: E402
+
+
+# stable-diffusion-2-1-base's unet/config.json (the parts that shape the network)
+SD21_BASE_UNET = {
+    **parity.TINY_SD2_UNET,
+    "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "sample_size": 64,
+}
+
 
 def main() -> None:
-    import compare_fineface_with_authors as parity
     from magicface_core.fineface import FineFace, au_tokens
     from magicface_core.model.sd15 import load_unet
 
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--size", choices=("tiny", "full"), default="tiny")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base, ff_dir = parity.write_tiny_fineface(Path(tmp))
+        config = parity.TINY_SD2_UNET if args.size == "tiny" else SD21_BASE_UNET
+        base, ff_dir = parity.write_tiny_fineface(Path(tmp), unet_config=config)
         ff = FineFace.from_pretrained(ff_dir, base=base, lora_strength=1.0)
         bare = load_unet(base)
         x = parity.inputs()
+        if args.size == "full":
+            g = torch.Generator().manual_seed(1)
+            x = {**x, "latents": torch.randn(2, 4, 64, 64, generator=g), "text": torch.randn(2, 77, 1024, generator=g)}
         tokens = torch.cat(au_tokens(ff.encoder, x["aus"]))
 
         def fineface():
@@ -51,7 +69,7 @@ def main() -> None:
                 for _ in range(args.steps):
                     fn()
                 times[name] = min(times.get(name, 1e9), (time.perf_counter() - start) / args.steps)
-    print(f"base UNet: {times['base'] * 1e3:.2f} ms/step; FineFace (patch + LoRA): {times['fineface'] * 1e3:.2f} ms/step; "
+    print(f"{args.size} UNet, batch 2 (CFG): base UNet: {times['base'] * 1e3:.2f} ms/step; FineFace (patch + LoRA): {times['fineface'] * 1e3:.2f} ms/step; "
           f"ratio {times['fineface'] / times['base']:.3f}x")
 
 

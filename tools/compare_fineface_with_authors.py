@@ -52,15 +52,16 @@ def _randn(generator, *shape, scale=1.0):
     return torch.randn(*shape, generator=generator) * scale
 
 
-def write_tiny_fineface(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """``(base, fineface)``: a diffusers base folder (unet/, scheduler/) and the three FineFace files."""
+def write_tiny_fineface(folder: Path, seed: int = 0, unet_config: dict = TINY_SD2_UNET) -> tuple[Path, Path]:
+    """``(base, fineface)``: a diffusers base folder (unet/, scheduler/) and the three FineFace files
+    (``unet_config``: another UNet's, e.g. SD 2.1-base's full size for the benchmark)."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
     folder = Path(folder)
     base, ff = folder / "base", folder / "fineface"
     generator = torch.Generator().manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(TINY_SD2_UNET)
+    unet = UNet2DConditionModel.from_config(unet_config)
     state = {k: _randn(generator, *v.shape, scale=0.05 if v.ndim > 1 else 0.02) + (1.0 if k.endswith("norm.weight") or ".norm" in k and k.endswith("weight") else 0.0)
              for k, v in unet.state_dict().items()}
     unet.load_state_dict(state)
