@@ -7,6 +7,8 @@ from comfy_api.latest import io
 
 from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUVector, emotion_preset
 from ..magicface_core.fineface.checks import check_aus, check_base_width
+from ..magicface_core.fineface.generate import GenerateJob, GenerateSettings
+from ..magicface_core.settings import default_of
 from .au_nodes import PRESET_NONE, SLIDERS
 from .fineface_patch import FINEFACE_AU_KEY, apply_fineface, context_width
 from .schema import AUs, schema
@@ -19,14 +21,15 @@ class FineFaceApply(io.ComfyNode):
                       "Patches an SD 2.1-base MODEL (or SD 1.5 for the variant) with FineFace's AU cross-attention "
                       "and LoRA. Put the AUs on the positive conditioning with FineFace AU Conditioning.", [
                           io.Model.Input("model"),
-                          io.String.Input("fineface_weights", default="Tvaranka/fineface", tooltip=(
+                          io.String.Input("fineface_weights", default=default_of(GenerateJob, "fineface_weights"), tooltip=(
                               "folder with attn_processors.ckpt, au_encoder.ckpt, pytorch_lora_weights.safetensors, "
                               "or the hub id (downloaded on first use)")),
                           io.Combo.Input("variant", options=["sd2.1", "sd1.5"], default="sd2.1"),
-                          io.Float.Input("lora_strength", default=1.0, min=0.0, max=10.0, step=0.05, tooltip=(
+                          io.Float.Input("lora_strength", default=default_of(GenerateSettings, "lora_strength"), min=0.0, max=10.0, step=0.05, tooltip=(
                               "1.0 = the trained scale (alpha/r = 0.25); 0 = the authors' pinned code (LoRA dropped); "
                               "4.0 = diffusers >= 0.29 (LoRA at 1.0)")),
-                          io.Float.Input("au_scale", default=1.0, min=0.0, max=10.0, step=0.05),
+                          io.Float.Input("au_scale", default=default_of(GenerateSettings, "au_scale"), min=0.0, max=10.0,
+                                         step=0.05),
                       ], [io.Model.Output()])
 
     @classmethod

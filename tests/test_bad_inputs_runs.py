@@ -151,10 +151,10 @@ def test_prepare_refuses_bad_settings_before_loading(tmp_path, monkeypatch, caps
     """Prepare items: --frame-step 0 was a traceback, --max-frames -1 reported good videos unreadable."""
     from magicface_core import cli
 
-    def no_toolkit(args):
+    def no_toolkit(job):
         raise AssertionError("the face networks loaded before the settings were checked")
 
-    monkeypatch.setattr(cli, "_face_toolkit", no_toolkit)
+    monkeypatch.setattr(cli.commands, "_face_toolkit", no_toolkit)
     (tmp_path / "videos").mkdir()
     assert cli.main(["prepare", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "data"), *flags]) == 2
     message = capsys.readouterr().err
