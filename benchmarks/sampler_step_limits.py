@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from magicface_core import AUVector, MagicFace  # noqa: E402
 from magicface_core.model import magicface as magicface_module  # noqa: E402
-from magicface_core.model.schedulers import SAMPLER_NAMES  # noqa: E402
+from magicface_core.samplers import SAMPLER_NAMES  # noqa: E402
 
 try:
     from tests.support.factories import TINY, random_inputs, write_published_checkpoint  # noqa: E402

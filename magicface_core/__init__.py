@@ -20,7 +20,7 @@ from .errors import (
 from .faces.d3dfr import D3DFRLandmarks
 from .model.identity_attention import IdentityFeatures
 from .model.magicface import LATENT_SCALE, MagicFace
-from .model.schedulers import SAMPLER_NAMES
+from .samplers import SAMPLER_NAMES
 
 __all__ = [
     "AU_ACTIONS", "AU_NAMES", "EMOTION_PRESETS", "AUVector", "emotion_preset",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import WeightsNotFoundError
+from .settings import as_path, option
 
 logger = logging.getLogger(__name__)
 
@@ -532,3 +533,14 @@ def resolve_fineface(path: str | os.PathLike = FINEFACE_REPO, sd15_variant: bool
     return _local_or_hub(str(path), lambda repo: fetch_fineface(repo, sd15_variant=sd15_variant), "FineFace weights", (
         f"Pass the folder holding attn_processors.ckpt, au_encoder.ckpt and pytorch_lora_weights.safetensors "
         f"(from https://huggingface.co/{FINEFACE_REPO}), or the hub id {FINEFACE_REPO}."))
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    """``python -m magicface_core download``: every weight the CLI needs, fetched ahead of time."""
+
+    to: Path | None = option(None, "weights folder (default: the magicface cache)")
+    training: bool = option(False, "also SD 1.5's UNet, which training starts from")
+
+    def __post_init__(self):
+        object.__setattr__(self, "to", as_path(self.to))

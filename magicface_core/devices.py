@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .errors import SettingsError
+from .settings import option
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_CHOICES = ("auto", *DTYPES)
 
 
 def default_device() -> torch.device:
@@ -59,3 +63,18 @@ def resolve(device: torch.device | str | None, dtype: torch.dtype | str | None) 
     elif dtype is not None and dtype not in DTYPES.values():
         raise SettingsError(f"unsupported dtype {dtype}: use one of {', '.join(DTYPES)}")
     return device, dtype or default_dtype(device)
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """Where a job computes, and in which precision (resolved, and the device checked, by :meth:`resolve`)."""
+
+    device: str | None = option(None, "cuda, cpu, mps... (default: the GPU if there is one)")
+    dtype: str = option("auto", "precision; auto: half on GPU, fp32 on CPU", choices=DTYPE_CHOICES)
+
+    def __post_init__(self):
+        if self.dtype not in DTYPE_CHOICES:
+            raise SettingsError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
+
+    def resolve(self) -> tuple[torch.device, torch.dtype]:
+        return resolve(self.device, self.dtype)

@@ -6,22 +6,87 @@ photo -> 512 face crop -> condition image + identity -> VAE latents -> ID featur
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .au import AUVector
-from .errors import SettingsError
+from .au import AU_NAMES, AUVector
+from .devices import DeviceSettings
+from .errors import MagicFaceError, SettingsError
 from .faces.crop import paste_back
-from .faces.toolkit import FaceToolkit, default_toolkit
-from .imaging import as_portrait, from_tensor, to_tensor
+from .faces.toolkit import FaceSettings, FaceToolkit, default_toolkit
+from .imaging import as_portrait, check_image_format, from_tensor, load_image, needs_resize_to_portrait, to_tensor
 from .model.identity_attention import IdentityFeatures
 from .model.magicface import MagicFace
 from .model.sd15 import SD15Parts, encode_prompt, vae_decode, vae_encode
-from .settings import EditSettings, check_au_delta, check_face_index
+from .settings import EditSettings, ModelSettings, as_path, check_au_delta, check_face_index, group, option, require
 
-__all__ = ["EditSettings", "edit_photo"]
+__all__ = ["EditJob", "EditSettings", "edit_photo"]
+
+
+def parse_au_delta(au_args: list[str], variants: list[str]) -> AUVector:
+    """``--au`` flags (one AU setting) or ``--variant`` flags (one row each), checked."""
+    if au_args and variants:
+        raise MagicFaceError("use either --au or --variant, not both")
+    if variants:
+        return check_au_delta(AUVector.cat([AUVector.parse(v) for v in variants]))
+    return check_au_delta(AUVector.parse(",".join(au_args)))
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """``out`` for one edit; ``out_0``, ``out_1``, ... for a batch."""
+    return [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """Everything an edit of a photo takes (``python -m magicface_core edit``), checked when made."""
+
+    image: Path | None = option(None, "a 512x512 face crop, or any photo with --crop", required=True)
+    condition: Path | None = option(None, "condition image (background + jaw contour); computed from the image "
+                                          "when omitted")
+    au: list[str] = option(help=f"an AU variation, e.g. AU12=3 (repeatable, or comma-separated); AUs: "
+                                f"{' '.join(AU_NAMES)}", repeat=True, metavar="AU=VALUE")
+    variant: list[str] = option(help="a whole AU setting such as 'AU12=3,AU6=2'; several --variant give a batch "
+                                     "of edits", repeat=True, metavar="SPEC")
+    out: Path | None = option(None, "output image (variants get _0, _1, ... suffixes)", required=True)
+    model: ModelSettings = group(ModelSettings)
+    sampling: EditSettings = group(EditSettings)
+    crop: bool = option(False, "find the face in a full photo, edit it and paste it back")
+    face_index: int = option(0, "which face with --crop (0 = largest)", min=0)
+    offload: bool = option(False, "low GPU memory: keep the UNets on the CPU and move each to the GPU only while "
+                                  "it runs")
+    overwrite: bool = option(False, "replace output files that already exist")
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+    au_delta: AUVector = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        require(self, "image", "out")
+        for name in ("image", "condition", "out"):
+            object.__setattr__(self, name, as_path(getattr(self, name)))
+        object.__setattr__(self, "au_delta", parse_au_delta(self.au, self.variant))
+        check_face_index(self.face_index)
+        check_image_format(self.out)
+
+    @property
+    def outputs(self) -> list[Path]:
+        return output_paths(self.out, len(self.au_delta))
+
+    def load_inputs(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The photo and the condition image, refused before any model loads when they cannot be edited
+        (a non-square photo needs ``crop``; a condition image is always a square portrait)."""
+        photo = load_image(self.image)
+        if not self.crop:
+            needs_resize_to_portrait(photo.shape[1], photo.shape[0], "the image")
+        condition = None
+        if self.condition is not None:
+            condition = load_image(self.condition)
+            needs_resize_to_portrait(condition.shape[1], condition.shape[0], "the condition image")
+        return photo, condition
 
 
 def edit_photo(

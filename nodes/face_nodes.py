@@ -9,7 +9,9 @@ from comfy_api.latest import io
 from ..magicface_core import ImageInputError
 from ..magicface_core.batching import batch_size
 from ..magicface_core.faces.crop import paste_back
+from ..magicface_core.edit import EditJob
 from ..magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS, FaceToolsChoice
+from ..magicface_core.settings import default_of
 from .face_tools import face_toolkit
 from .images import to_arrays, to_image, to_mask
 from .schema import Crop, FaceTools, schema
@@ -23,16 +25,19 @@ PARSER_TIP = "bisenet: the authors' parser; facer: needs pyfacer + torchvision"
 
 # Optional inputs with defaults, so workflows saved before they existed still load.
 def detector_input():
-    return io.Combo.Input("detector", options=list(DETECTORS), default="face_alignment", optional=True,
+    return io.Combo.Input("detector", options=list(DETECTORS), default=default_of(FaceToolsChoice, "detector"),
+                          optional=True,
                           tooltip=DETECTOR_TIP)
 
 
 def jaw_input():
-    return io.Combo.Input("jaw", options=list(JAW_SOURCES), default="3dmm", optional=True, tooltip=JAW_TIP)
+    return io.Combo.Input("jaw", options=list(JAW_SOURCES), default=default_of(FaceToolsChoice, "jaw"), optional=True,
+                          tooltip=JAW_TIP)
 
 
 def face_index_input():
-    return io.Int.Input("face_index", default=0, min=0, max=32, tooltip="0 = the largest face")
+    return io.Int.Input("face_index", default=default_of(EditJob, "face_index"), min=0, max=32,
+                        tooltip="0 = the largest face")
 
 
 def face_tools_input():
@@ -52,9 +57,12 @@ class MagicFaceFaceTools(io.ComfyNode):
         return schema("MagicFaceFaceTools", "MagicFace Face Tools", (
             "One choice of face networks for the graph: connect it to Face Crop, Face Parse + Contour, AU Estimate "
             "and Face Track so they all detect, parse and draw the jaw alike."), [
-            io.Combo.Input("detector", options=list(DETECTORS), default="face_alignment", tooltip=DETECTOR_TIP),
-            io.Combo.Input("parser", options=list(PARSERS), default="bisenet", tooltip=PARSER_TIP),
-            io.Combo.Input("jaw", options=list(JAW_SOURCES), default="3dmm", tooltip=JAW_TIP),
+            io.Combo.Input("detector", options=list(DETECTORS), default=default_of(FaceToolsChoice, "detector"),
+                           tooltip=DETECTOR_TIP),
+            io.Combo.Input("parser", options=list(PARSERS), default=default_of(FaceToolsChoice, "parser"),
+                           tooltip=PARSER_TIP),
+            io.Combo.Input("jaw", options=list(JAW_SOURCES), default=default_of(FaceToolsChoice, "jaw"),
+                           tooltip=JAW_TIP),
         ], [FaceTools.Output(display_name="face_tools")])
 
     @classmethod
@@ -84,7 +92,8 @@ class MagicFaceFaceParseContour(io.ComfyNode):
             "The condition image: the person blacked out (face parsing) with the jaw line drawn as coloured dots; "
             "and the person's mask."), [
             io.Image.Input("image", tooltip="the 512x512 portrait (from Face Crop or an authors'-style crop)"),
-            io.Combo.Input("parser", options=list(PARSERS), default="bisenet", tooltip=PARSER_TIP),
+            io.Combo.Input("parser", options=list(PARSERS), default=default_of(FaceToolsChoice, "parser"),
+                           tooltip=PARSER_TIP),
             Crop.Input("crop", optional=True, tooltip=(
                 "from Face Track: frames marked without a face are skipped (Paste Back passes them through)")),
             jaw_input(), detector_input(), face_tools_input(),

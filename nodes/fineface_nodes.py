@@ -11,6 +11,8 @@ from ..magicface_core import AU_ACTIONS, AU_NAMES, EMOTION_PRESETS, AUVector, We
 from ..magicface_core.assets import FINEFACE, FINEFACE_REPO, fetch_fineface
 from ..magicface_core.fineface import weights as ffw
 from ..magicface_core.fineface.checks import check_aus, check_base_width
+from ..magicface_core.fineface.generate import GenerateSettings
+from ..magicface_core.settings import default_of
 from . import host
 from .au_nodes import PRESET_NONE, SLIDERS
 from .fineface_patch import FINEFACE_AU_KEY, apply_fineface, context_width
@@ -57,10 +59,11 @@ class FineFaceApply(io.ComfyNode):
                                                   "au_encoder.ckpt and pytorch_lora_weights.safetensors; the "
                                                   "download choice fetches the authors' files there")),
                           io.Combo.Input("variant", options=["sd2.1", "sd1.5"], default="sd2.1"),
-                          io.Float.Input("lora_strength", default=1.0, min=0.0, max=10.0, step=0.05, tooltip=(
+                          io.Float.Input("lora_strength", default=default_of(GenerateSettings, "lora_strength"), min=0.0, max=10.0, step=0.05, tooltip=(
                               "1.0 = the trained scale (alpha/r = 0.25); 0 = the authors' pinned code (LoRA dropped); "
                               "4.0 = diffusers >= 0.29 (LoRA at 1.0)")),
-                          io.Float.Input("au_scale", default=1.0, min=0.0, max=10.0, step=0.05),
+                          io.Float.Input("au_scale", default=default_of(GenerateSettings, "au_scale"), min=0.0, max=10.0,
+                                         step=0.05),
                       ], [io.Model.Output()])
 
     @classmethod

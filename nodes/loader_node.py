@@ -8,13 +8,15 @@ from comfy_api.latest import io
 
 from ..magicface_core import MagicFace, WeightsNotFoundError
 from ..magicface_core.assets import MAGICFACE, MAGICFACE_DOWNLOAD_GB, MAGICFACE_REPO, fetch_magicface
+from ..magicface_core.devices import DeviceSettings
 from ..magicface_core.model.checkpoint import is_published_layout
+from ..magicface_core.settings import default_of
 from . import host
 from .loaded_model import LoadedMagicFace
 from .schema import MagicFaceModel, schema
 
 DOWNLOAD_CHOICE = f"download {MAGICFACE_REPO} ({MAGICFACE_DOWNLOAD_GB:.1f} GB)"
-DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]
+DTYPE_CHOICES = ["auto", "fp16", "bf16", "fp32"]  # devices.DTYPE_CHOICES in the order saved workflows know
 
 
 def available_weights() -> dict[str, Path]:
@@ -57,7 +59,7 @@ class MagicFaceModelLoader(io.ComfyNode):
                               "A folder in the published layout (denoising_unet/ + ID_enc/) or a .safetensors file "
                               "written by this pack, under models/magicface. The download choice fetches the "
                               "authors' weights there.")),
-                          io.Combo.Input("dtype", options=DTYPE_CHOICES, default="auto",
+                          io.Combo.Input("dtype", options=DTYPE_CHOICES, default=default_of(DeviceSettings, "dtype"),
                                          tooltip="auto: half precision on GPU, fp32 on CPU"),
                       ], [MagicFaceModel.Output(display_name="magicface_model")])
 

@@ -7,12 +7,14 @@ from comfy_api.latest import io
 
 from ..magicface_core import SAMPLER_NAMES, AUVector
 from ..magicface_core.batching import ChunkProgress, batch_size, chunks, pick_noise, rows, start_noise
-from ..magicface_core.settings import EditSettings, check_au_delta
+from ..magicface_core.settings import EditSettings, check_au_delta, default_of
+from ..magicface_core.video.edit import VideoSettings
 from . import host
 from .images import portrait_pixels, text_embeds, vae_encode
 from .loaded_model import LoadedMagicFace
 from .schema import AUDelta, Identity, MagicFaceModel, schema
 
+FRAMES_PER_CHUNK = default_of(VideoSettings, "frames_per_chunk")  # the CLI's video and animate default too
 PROMPT_TIP = 'SD 1.5 CLIP encoding of "A close up of a person." (the prompt MagicFace was trained with)'
 
 
@@ -47,16 +49,16 @@ class MagicFaceKSampler(io.ComfyNode):
                           io.Vae.Input("vae"),
                           AUDelta.Input("au_delta"),
                           io.Conditioning.Input("conditioning", tooltip=PROMPT_TIP),
-                          io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                          io.Int.Input("steps", default=50, min=1, max=200, tooltip=(
+                          io.Int.Input("seed", default=default_of(EditSettings, "seed"), min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                          io.Int.Input("steps", default=default_of(EditSettings, "steps"), min=1, max=200, tooltip=(
                               "the authors use 50 UniPC steps; dpmpp_2m_karras does well with 20-25")),
-                          io.Float.Input("au_guidance", default=3.0, min=0.0, max=10.0, step=0.1, tooltip=(
+                          io.Float.Input("au_guidance", default=default_of(EditSettings, "guidance"), min=0.0, max=10.0, step=0.1, tooltip=(
                               "guidance on the AUs only; the paper finds 1.5-3.5 best, 4.5 and more shifts colours")),
-                          io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="uni_pc"),
+                          io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default=default_of(EditSettings, "sampler")),
                           io.Boolean.Input("noise_per_edit", default=False, optional=True, tooltip=(
                               "off: every edit of the batch starts from the same noise, so they differ only by "
                               "their AUs")),
-                          io.Int.Input("frames_per_chunk", default=16, min=1, max=4096, optional=True, tooltip=(
+                          io.Int.Input("frames_per_chunk", default=FRAMES_PER_CHUNK, min=1, max=4096, optional=True, tooltip=(
                               "edits sampled together; a long clip is sampled this many frames at a time, so "
                               "memory does not grow with its length")),
                       ], [io.Latent.Output()])
@@ -64,7 +66,7 @@ class MagicFaceKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, magicface_model: LoadedMagicFace, identity, condition, vae, au_delta: AUVector, conditioning,
                 seed: int, steps: int, au_guidance: float, sampler: str, noise_per_edit: bool = False,
-                frames_per_chunk: int = 16):
+                frames_per_chunk: int = FRAMES_PER_CHUNK):
         EditSettings(steps=steps, guidance=au_guidance, seed=seed, sampler=sampler)  # before any model loads
         au_delta = check_au_delta(au_delta)
         condition = portrait_pixels(condition, "the condition image")

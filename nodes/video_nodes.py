@@ -10,8 +10,10 @@ from comfy_api.latest import io
 
 from ..magicface_core import AUInputError, AUVector
 from ..magicface_core.faces.crop import crop_to_transform
+from ..magicface_core.settings import default_of
+from ..magicface_core.video.edit import VideoJob, VideoSettings
 from ..magicface_core.video.keyframes import INTERPOLATIONS, interpolate_keyframes
-from ..magicface_core.video.smoothing import AU_CUTOFF_HZ, smooth_aus
+from ..magicface_core.video.smoothing import smooth_aus
 from ..magicface_core.video.tracking import TrackSettings, nearest_found, track_faces
 from .face_nodes import face_tools_input
 from .face_tools import face_toolkit
@@ -33,9 +35,9 @@ class MagicFaceFaceTrack(io.ComfyNode):
             "passed through unchanged by Paste Back."), [
             io.Image.Input("images", tooltip="the clip's frames"),
             fps_input(),
-            io.Int.Input("face_index", default=0, min=0, max=32, tooltip=(
+            io.Int.Input("face_index", default=default_of(VideoSettings, "face_index"), min=0, max=32, tooltip=(
                 "the face to follow (0 = largest in the first frame with a face)")),
-            io.Int.Input("detect_every", default=1, min=1, max=120, tooltip=(
+            io.Int.Input("detect_every", default=default_of(VideoSettings, "detect_every"), min=1, max=120, tooltip=(
                 "detect faces on every N-th frame; landmarks follow in between")),
             face_tools_input(),
         ], [io.Image.Output(display_name="portraits"), Crop.Output(display_name="crop"),
@@ -64,7 +66,7 @@ class MagicFaceAUSmooth(io.ComfyNode):
                       "Smooths an AU trajectory (one row per frame) over time: AU estimates jitter from frame to frame.", [
                           AUs.Input("aus"),
                           fps_input(),
-                          io.Float.Input("cutoff_hz", default=AU_CUTOFF_HZ, min=0.0, max=30.0, step=0.1, tooltip=(
+                          io.Float.Input("cutoff_hz", default=default_of(VideoSettings, "au_cutoff_hz"), min=0.0, max=30.0, step=0.1, tooltip=(
                               "low-pass cutoff, applied forwards and backwards (no lag); 0 = off")),
                       ], [AUs.Output(display_name="aus")])
 
@@ -81,7 +83,7 @@ class MagicFaceAUKeyframes(io.ComfyNode):
             "moves between the keyframes that name it and holds before the first and after the last."), [
             io.String.Input("keyframes", default="0:AU12=0; 30:AU12=3", multiline=True,
                             tooltip="FRAME:AU=VALUE,AU=VALUE; ... (frames from 0)"),
-            io.Combo.Input("interpolation", options=list(INTERPOLATIONS), default="linear"),
+            io.Combo.Input("interpolation", options=list(INTERPOLATIONS), default=default_of(VideoJob, "interpolation")),
             io.Int.Input("frames", default=0, min=0, max=100000,
                          tooltip="how many frames; 0 = as many as the rows of base"),
             AUDelta.Input("base", optional=True, tooltip="per-frame variation the keyframes are added to"),

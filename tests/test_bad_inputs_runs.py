@@ -151,10 +151,10 @@ def test_prepare_refuses_bad_settings_before_loading(tmp_path, monkeypatch, caps
     """Prepare items: --frame-step 0 was a traceback, --max-frames -1 reported good videos unreadable."""
     from magicface_core import cli
 
-    def no_toolkit(args):
+    def no_toolkit(job):
         raise AssertionError("the face networks loaded before the settings were checked")
 
-    monkeypatch.setattr(cli, "_face_toolkit", no_toolkit)
+    monkeypatch.setattr(cli.commands, "_face_toolkit", no_toolkit)
     (tmp_path / "videos").mkdir()
     assert cli.main(["prepare", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "data"), *flags]) == 2
     message = capsys.readouterr().err
@@ -199,7 +199,7 @@ def test_evaluate_header_only_or_empty_csv_says_so(tmp_path, text, words):
 
 def test_train_help_shows_the_real_defaults():
     """Messages item: `train --help` printed `(default: <object object at 0x...>)`."""
-    from magicface_core.training.config import build_parser
+    from magicface_core.cli.train import build_parser
 
     text = build_parser().format_help()
     assert "object at 0x" not in text
@@ -217,3 +217,58 @@ def test_au_vector_refuses_booleans(value):
 
     with pytest.raises(AUInputError, match="number"):
         AUVector.coerce(value)
+
+
+# --- settings refused only after the models had loaded (issue 21, moved into the job checks by issue 20) ---
+
+@pytest.fixture()
+def no_models(monkeypatch):
+    """Loading a model fails the test: each row's refusal must come first."""
+    from magicface_core.model.magicface import MagicFace
+    from magicface_core.model import sd15
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model loaded before the settings were checked")
+
+    monkeypatch.setattr(MagicFace, "from_pretrained", loaded)
+    monkeypatch.setattr(sd15, "load_sd15", loaded)
+
+
+def _photo(path: Path, width: int, height: int) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("photo", ["the image is 600x400", "--crop"]),
+    ("condition", ["the condition image is 600x400"]),
+])
+def test_edit_refuses_a_non_square_photo_or_condition_before_loading(tmp_path, no_models, capsys, case, words):
+    """Issue 21: `edit` with a non-square photo (no --crop) or --condition was refused only after the models loaded."""
+    from magicface_core.cli import main
+
+    square, wide = _photo(tmp_path / "square.png", 512, 512), _photo(tmp_path / "wide.png", 600, 400)
+    inputs = ["--image", str(wide)] if case == "photo" else ["--image", str(square), "--condition", str(wide)]
+    assert main(["edit", *inputs, "--au", "AU12=2", "--out", str(tmp_path / "out.png"), "--device", "cpu"]) == 2
+    message = capsys.readouterr().err
+    assert all(word in message for word in words), message
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("flags, deltas, words", [
+    (["--steps", "0"], "AU12=2\n", ["steps must be from 1"]),
+    ([], "AU12=2\nAU12=500\n", ["far outside"]),
+])
+def test_evaluate_generate_refuses_bad_settings_before_loading(tmp_path, no_models, capsys, flags, deltas, words):
+    """Issue 21: `evaluate --generate --steps 0`, or a delta of 500, were refused only after the models loaded."""
+    from magicface_core.cli import main
+
+    (tmp_path / "ids").mkdir()
+    _photo(tmp_path / "ids" / "a.png", 512, 512)
+    (tmp_path / "deltas.txt").write_text(deltas)
+    assert main(["evaluate", "--generate", "--identities", str(tmp_path / "ids"), "--deltas",
+                 str(tmp_path / "deltas.txt"), "--out", str(tmp_path / "out"), "--device", "cpu", *flags]) == 2
+    message = capsys.readouterr().err
+    assert all(word in message for word in words), message

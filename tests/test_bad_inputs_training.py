@@ -153,7 +153,7 @@ def test_your_config_and_folders_survive_a_resumed_run_and_its_overwrite(tmp_pat
     config.yaml with the pack's dump. Finding 7: --overwrite then deletes the run's files, and only those.
     Running twice at once: the run holds the folder's lock while it trains."""
     from magicface_core.files import exclusive_output
-    from magicface_core.training.config import load_config
+    from magicface_core.cli.train import load_config
 
     data = make_dataset(tmp_path / "data", clips=1)
     output = tmp_path / "out"

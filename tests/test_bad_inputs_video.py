@@ -51,7 +51,7 @@ def sd15_dir(tmp_path_factory):
 
 @pytest.fixture()
 def cli_faces(monkeypatch, faces):
-    monkeypatch.setattr("magicface_core.cli._face_toolkit", lambda args: faces)
+    monkeypatch.setattr("magicface_core.cli.commands._face_toolkit", lambda job: faces)
 
 
 @pytest.fixture(scope="module")

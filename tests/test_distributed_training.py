@@ -99,7 +99,7 @@ def test_resume_on_two_processes_after_a_kill_continues_exactly(inputs, straight
     data, sd15, root = inputs
     straight, _ = straight_run
     killed = root / "killed"
-    process = torchrun("-m", "magicface_core.train", *flags(data, sd15, killed, 1000), wait=False)
+    process = torchrun("-m", "magicface_core", "train", *flags(data, sd15, killed, 1000), wait=False)
     deadline = time.time() + 300
     try:
         while not (killed / "checkpoints" / "step-0000002").is_dir():
@@ -108,7 +108,7 @@ def test_resume_on_two_processes_after_a_kill_continues_exactly(inputs, straight
     finally:
         kill_job(process)
     assert not (killed / "checkpoints" / "step-0000004").exists()  # killed between the step-2 and step-4 saves
-    result = torchrun("-m", "magicface_core.train", *flags(data, sd15, killed, 4, "--resume", "latest"))
+    result = torchrun("-m", "magicface_core", "train", *flags(data, sd15, killed, 4, "--resume", "latest"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step-0000002 (step 2)" in result.stderr  # resumed there
     before, after = losses(straight), losses(killed)
@@ -122,7 +122,7 @@ def test_a_config_that_cannot_fill_a_step_on_two_processes_is_refused_before_loa
     _, sd15, _ = inputs
     data = make_dataset(tmp_path / "data", clips=1, frames_per_clip=2)  # 2 pairs; 2 processes x batch 2 need 4
     started = time.time()
-    result = torchrun("-m", "magicface_core.train", *flags(data, sd15, tmp_path / "out", 4))
+    result = torchrun("-m", "magicface_core", "train", *flags(data, sd15, tmp_path / "out", 4))
     assert result.returncode != 0
     assert ("2 training pairs cannot fill one step of 2 process(es) x batch size 2 = 4 samples; lower --batch-size, "
             "use fewer processes or prepare more data") in result.stderr

@@ -16,7 +16,8 @@ from PIL import Image
 
 from magicface_core import AUVector, MagicFace
 from magicface_core.errors import SettingsError
-from magicface_core.training.config import TrainConfig, load_config
+from magicface_core.cli.train import load_config
+from magicface_core.training.config import TrainConfig
 from magicface_core.training.dataset import Frame, Pair, PairDataset, apply_au_rules, read_index, write_index
 from tests.support.paths import OFFICIAL, REPO
 from tests.support.factories import TINY, random_inputs, write_tiny_sd15
@@ -208,7 +209,7 @@ def test_resume_after_a_kill_continues_like_an_uninterrupted_run(tmp_path, sd15)
     flags = ["--data", str(data), "--sd15", str(sd15), "--output-dir", str(killed), "--resolution", str(RESOLUTION),
              "--batch-size", "2", "--learning-rate", "1e-4", "--max-steps", "1000", "--checkpoint-every", "2",
              "--validate-every", "0", "--log-every", "1", "--num-workers", "0", "--save-dtype", "fp32"]
-    process = subprocess.Popen([sys.executable, "-m", "magicface_core.train", *flags], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-m", "magicface_core", "train", *flags], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step-0000004").is_dir():

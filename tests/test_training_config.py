@@ -8,7 +8,8 @@ import pytest
 
 from magicface_core.errors import SettingsError, DataError, OutputPathError
 from magicface_core.training import loop
-from magicface_core.training.config import TrainConfig, load_config
+from magicface_core.cli.train import load_config
+from magicface_core.training.config import TrainConfig
 from tests.test_training import fresh_accelerate_state, losses, make_dataset, sd15, tiny_config  # noqa: F401
 
 

@@ -110,7 +110,7 @@ def test_a_driving_clip_needs_two_frames(clip, tiny_model, sd15, faces):
 
 @pytest.fixture()
 def cli_faces(monkeypatch, faces):
-    monkeypatch.setattr("magicface_core.cli._face_toolkit", lambda args: faces)
+    monkeypatch.setattr("magicface_core.cli.commands._face_toolkit", lambda job: faces)
 
 
 @pytest.fixture(scope="module")

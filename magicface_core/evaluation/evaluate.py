@@ -27,13 +27,63 @@ import numpy as np
 
 from . import metrics
 from ..au import AUVector
+from ..devices import DeviceSettings
 from ..errors import MagicFaceError, NoFaceError
+from ..faces.toolkit import FaceSettings
 from ..imaging import as_portrait, load_image, resize, save_image
+from ..settings import EditSettings, ModelSettings, as_path, check_au_delta, group, option, require
 
 logger = logging.getLogger(__name__)
 
 PAPER_TABLE_I = {"au_mse": 0.261, "id_distance": 0.473, "background_rmse": 0.044, "pose_rmse": 0.032}
 METRICS = tuple(PAPER_TABLE_I)
+ID_BACKENDS = ("face_recognition", "none")
+IDENTITY_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """Everything ``python -m magicface_core evaluate`` takes, checked when made; with ``generate``,
+    :meth:`generation_inputs` reads and checks the identities and deltas before any model loads."""
+
+    triples: Path | None = option(None, "CSV with columns identity, au_delta, edited")
+    generate: bool = option(False, "make the edits first (needs --identities, --deltas)")
+    identities: Path | None = option(None, "folder of 512x512 portraits")
+    deltas: Path | None = option(None, "text file, one AU delta per line (e.g. AU12=3,AU6=2)")
+    model: ModelSettings = group(ModelSettings)
+    sampling: EditSettings = group(EditSettings)
+    out: Path | None = option(None, "output folder for per_edit.csv and the summaries", required=True)
+    id_backend: str = option("face_recognition", "identity embeddings: dlib's face descriptor as face_recognition "
+                                                 "computes it, or none", choices=ID_BACKENDS)
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+
+    def __post_init__(self):
+        require(self, "out")
+        for name in ("triples", "identities", "deltas", "out"):
+            object.__setattr__(self, name, as_path(getattr(self, name)))
+        if self.id_backend not in ID_BACKENDS:
+            raise MagicFaceError(f"unknown id backend {self.id_backend!r}: choose one of {', '.join(ID_BACKENDS)}")
+        if self.generate and not (self.identities and self.deltas):
+            raise MagicFaceError("--generate needs --identities and --deltas")
+        if not self.generate and not self.triples:
+            raise MagicFaceError("give --triples, or --generate with --identities and --deltas")
+
+    def generation_inputs(self) -> tuple[list[Path], list[AUVector]]:
+        """The identity images and the AU deltas, each delta checked (before any model loads)."""
+        if not self.identities.is_dir():
+            raise MagicFaceError(f"--identities {self.identities} is not a folder of portraits")
+        identities = sorted(p for p in self.identities.iterdir() if p.suffix.lower() in IDENTITY_SUFFIXES)
+        if not identities:
+            raise MagicFaceError(f"--identities {self.identities} holds no {'/'.join(IDENTITY_SUFFIXES)} images")
+        try:
+            lines = self.deltas.read_text(encoding="utf-8-sig").splitlines()  # an Excel byte-order mark
+        except OSError as exc:
+            raise MagicFaceError(f"cannot read --deltas {self.deltas}: {exc}") from None
+        deltas = [check_au_delta(AUVector.parse(line)) for line in lines if line.strip()]
+        if not deltas:
+            raise MagicFaceError(f"--deltas {self.deltas} holds no AU delta")
+        return identities, deltas
 
 
 @dataclass
@@ -155,39 +205,18 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def add_arguments(parser) -> None:
-    """The ``evaluate`` subcommand's flags (device and face-weight flags are the CLI's shared ones)."""
-    parser.add_argument("--triples", type=Path, help="CSV with columns identity, au_delta, edited")
-    parser.add_argument("--generate", action="store_true", help="make the edits first (needs --identities, --deltas)")
-    parser.add_argument("--identities", type=Path, help="folder of 512x512 portraits")
-    parser.add_argument("--deltas", type=Path, help="text file, one AU delta per line (e.g. AU12=3,AU6=2)")
-    parser.add_argument("--weights", default="mengtingwei/magicface")
-    parser.add_argument("--sd15", default=None)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", default="uni_pc")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--id-backend", choices=["face_recognition", "none"], default="face_recognition")
-
-
-def run(args, toolkit, device, dtype) -> None:
-    if args.generate:
-        if not (args.identities and args.deltas):
-            raise MagicFaceError("--generate needs --identities and --deltas")
-        from ..edit import EditSettings
+def run(job: EvaluateJob, toolkit, device, dtype) -> dict[str, float]:
+    """The evaluate command: make the edits (with ``generate``) or read them, measure, write the tables."""
+    if job.generate:
+        identities, deltas = job.generation_inputs()  # checked before the models load
         from ..model.magicface import MagicFace
         from ..model.sd15 import load_sd15
 
-        identities = sorted(p for p in args.identities.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        deltas = [AUVector.parse(line) for line in args.deltas.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        model = MagicFace.from_pretrained(args.weights, device=device, dtype=dtype)
-        sd15 = load_sd15(args.sd15, device, dtype)
-        settings = EditSettings(args.steps, args.guidance, args.seed, args.sampler)
-        triples = generate_edits(identities, deltas, model, sd15, toolkit, args.out, settings)
-    elif args.triples:
-        triples = read_triples(args.triples)
+        model = MagicFace.from_pretrained(job.model.weights, device=device, dtype=dtype)
+        sd15 = load_sd15(job.model.sd15, device, dtype)
+        triples = generate_edits(identities, deltas, model, sd15, toolkit, job.out, job.sampling)
     else:
-        raise MagicFaceError("give --triples, or --generate with --identities and --deltas")
-    summary = evaluate(triples, default_tools(toolkit, args.id_backend), args.out)
+        triples = read_triples(job.triples)
+    summary = evaluate(triples, default_tools(toolkit, job.id_backend), job.out)
     print(summary_table(summary))
+    return summary

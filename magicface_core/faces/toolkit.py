@@ -23,9 +23,10 @@ import torch
 
 from .. import assets
 from ..au import AUVector
+from ..devices import DeviceSettings
 from ..errors import ImageInputError, SettingsError
 from ..imaging import check_image_size
-from ..settings import check_face_index
+from ..settings import as_path, check_face_index, group, option, require
 from .condition import person_mask, render_condition
 from .crop import CropTransform, crop_from_landmarks
 from .landmarks import FaceBox, pick_face
@@ -39,14 +40,34 @@ class FaceToolsChoice:
     """Which networks a graph's face steps use: the detector (and 68-point landmarks), the face
     parser and the jaw line of the condition image."""
 
-    detector: str = "face_alignment"
-    parser: str = "bisenet"
-    jaw: str = "3dmm"
+    detector: str = option("face_alignment", "face detection + 68 landmarks: face_alignment (S3FD + 2D-FAN, "
+                           "downloaded) or dlib (shipped with face_recognition_models; its 68-point model is for "
+                           "non-commercial use)", choices=DETECTORS)
+    parser: str = option("bisenet", "face parsing backend", choices=PARSERS)
+    jaw: str = option("3dmm", "jaw line of the condition image: 3dmm (the authors' expression-free 3D fit; downloads "
+                      "d3dfr_res50_nofc.pth and BFM_model_front.mat) or 2d (the landmark model's own jaw)",
+                      choices=JAW_SOURCES)
 
     def __post_init__(self):
         _check_choice("face detector", self.detector, DETECTORS)
         _check_choice("face parser", self.parser, PARSERS)
         _check_choice("jaw source", self.jaw, JAW_SOURCES)
+
+
+@dataclass(frozen=True)
+class FaceSettings(FaceToolsChoice):
+    """The face networks of a job outside ComfyUI: which ones, and the folder of their weights."""
+
+    face_weights: Path | None = option(None, "folder for the face detection/parsing/AU weights "
+                                             "(default: the magicface cache)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "face_weights", as_path(self.face_weights))
+
+    def toolkit(self, device: torch.device | str = "cpu") -> "FaceToolkit":
+        """The networks, built on first use (nothing loads here)."""
+        return default_toolkit(device, self.parser, self.face_weights, self.detector, self.jaw)
 
 
 # Given a network, returns what brings it to the compute device before each use (e.g. ComfyUI's
@@ -213,3 +234,34 @@ def default_toolkit(device: torch.device | str = "cpu", parser: str = "bisenet",
                     jaw: str = "3dmm") -> FaceToolkit:
     """The toolkit outside ComfyUI: weights under ``<cache>/preprocessing`` unless ``weights_root`` is given."""
     return FaceToolkit(weights_root or assets.preprocessing_dir(), device, parser, detector=detector, jaw=jaw)
+
+
+@dataclass(frozen=True)
+class EstimateJob:
+    """``python -m magicface_core estimate``: the AU intensities of faces."""
+
+    image: list[Path] | None = option(None, "the images", required=True, nargs="+")
+    face_index: int = option(0, "which face (0 = largest)", min=0)
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+
+    def __post_init__(self):
+        require(self, "image")
+        object.__setattr__(self, "image", [Path(p) for p in self.image])
+        check_face_index(self.face_index)
+
+
+@dataclass(frozen=True)
+class ConditionJob:
+    """``python -m magicface_core condition``: the condition image of a portrait."""
+
+    image: Path | None = option(None, "a 512x512 portrait", required=True)
+    out: Path | None = option(None, "the condition image", required=True)
+    overwrite: bool = option(False, "replace the output file if it exists")
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+
+    def __post_init__(self):
+        require(self, "image", "out")
+        object.__setattr__(self, "image", as_path(self.image))
+        object.__setattr__(self, "out", as_path(self.out))

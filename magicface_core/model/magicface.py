@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -21,7 +23,7 @@ from ..batching import batch_size
 from ..errors import ImageInputError, NonFiniteError
 from .identity_attention import IdentityFeatures, IdentityInjection, IdentityRecorder
 from .schedulers import denoised_estimate, make_scheduler
-from ..settings import check_au_delta, check_guidance, check_seed, check_steps
+from ..settings import as_path, check_au_delta, check_guidance, check_seed, check_steps, option, require
 
 logger = logging.getLogger(__name__)
 
@@ -297,3 +299,19 @@ def _check_latents(name: str, latents: torch.Tensor) -> None:
 
 def _expand(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t if t.shape[0] == batch else t.expand(batch, *t.shape[1:])
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """``python -m magicface_core convert``: MagicFace weights to one .safetensors file, or back."""
+
+    source: str | None = option(None, "published folder, .safetensors file or hub repo id", positional=True)
+    target: Path | None = option(None, "a .safetensors file, or a folder for the published layout", positional=True)
+    dtype: str = option("fp16", "precision of the written weights", choices=tuple(devices.DTYPES))
+    overwrite: bool = option(False, "replace the target if it exists")
+
+    def __post_init__(self):
+        require(self, "source", "target")
+        object.__setattr__(self, "target", as_path(self.target))
+        if self.dtype not in devices.DTYPES:
+            raise devices.SettingsError(f"unknown dtype {self.dtype!r}: use one of {', '.join(devices.DTYPES)}")

@@ -1,9 +1,10 @@
 """Training settings: defaults follow the paper; a YAML file and command-line flags override them.
 
-Flags are read by transformers' ``HfArgumentParser`` from the dataclass below. Every value,
-whether from a flag, the YAML file or Python, then goes through one typed check of the whole
-config (:meth:`TrainConfig.__post_init__`), before anything is loaded: numbers in any YAML
-spelling (PyYAML reads ``1e-5`` as a string), strict booleans, enums and AU deltas.
+The ``train`` command's flags are made from the dataclass below by the CLI's one builder
+(``magicface_core.cli.flags``; ``cli/train.py``). Every value, whether from a flag, the YAML file
+or Python, then goes through one typed check of the whole config (:meth:`TrainConfig.__post_init__`),
+before anything is loaded: numbers in any YAML spelling (PyYAML reads ``1e-5`` as a string), strict
+booleans, enums and AU deltas.
 """
 
 from __future__ import annotations
@@ -178,57 +179,24 @@ def _number(value) -> float:
     return number
 
 
-class _Unset:
-    """A flag's value when it was not given (so only the flags given override the YAML file); ``--help``
-    shows the setting's own default through it."""
-
-    def __init__(self, default):
-        self.default = default
-
-    def __str__(self) -> str:
-        return str(self.default) if self.default != "" else "none"
-
-
-def _default(f: dataclasses.Field):
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def build_parser():
-    from transformers import HfArgumentParser
-
-    class Parser(HfArgumentParser):
-        def error(self, message):  # a user error, not argparse's SystemExit
-            raise SettingsError(f"{self.prog}: {message}")
-
-    parser = Parser(TrainConfig, prog="python -m magicface_core.train",
-                    description="Train MagicFace's ID encoder and denoising UNet jointly (also under torchrun or "
-                                "`accelerate launch`; see README, Training).")
-    parser.add_argument("--config", type=Path, help="a YAML file with any of the settings; flags override it")
-    parser.set_defaults(**{f.name: _Unset(_default(f)) for f in dataclasses.fields(TrainConfig)})
-    return parser
-
-
-def load_config(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file, then the command line; the result checked as a whole."""
-    args, unknown = build_parser().parse_known_args(argv)
-    if unknown:
-        raise SettingsError(f"unknown arguments: {' '.join(unknown)} (see --help)")
+def from_file(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; the result checked as a whole."""
     values = {}
-    if args.config is not None:
+    if path is not None:
         import yaml
 
         try:
-            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"cannot read {args.config}: {exc}") from exc
+            raise SettingsError(f"cannot read {path}: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise SettingsError(f"{args.config}: expected settings as `name: value` lines")
+            raise SettingsError(f"{path}: expected settings as `name: value` lines")
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         stray = sorted(set(loaded) - known)
         if stray:
-            raise SettingsError(f"{args.config}: unknown settings {', '.join(stray)}")
+            raise SettingsError(f"{path}: unknown settings {', '.join(stray)}")
         values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k != "config" and not isinstance(v, _Unset)})
+    values.update(overrides or {})
     return TrainConfig(**values)
 
 

@@ -31,7 +31,7 @@ from ..au import AUVector
 from ..errors import DataError, MissingDependencyError, NonFiniteError, SettingsError
 from ..files import PARTIAL_SUFFIX as PARTIAL
 from ..model.magicface import LATENT_SCALE, MagicFace
-from ..model.schedulers import SD15_SCHEDULER_CONFIG
+from ..samplers import SD15_SCHEDULER_CONFIG
 from ..model.sd15 import vae_encode
 from .config import TrainConfig
 from .dataset import INDEX_FILE, EpochBatches, PairDataset, apply_au_rules, check_index, load_rgb, read_index

@@ -20,9 +20,12 @@ from typing import Iterator
 
 import numpy as np
 
+from ..devices import DeviceSettings
 from ..errors import ImageInputError, MagicFaceError, NoFaceError
+from ..faces.toolkit import FaceSettings
 from ..files import atomic_path
 from ..imaging import load_image, save_image
+from ..settings import as_path, check_limits, group, option, require
 from .dataset import Frame, Pair, write_index
 
 logger = logging.getLogger(__name__)
@@ -35,11 +38,30 @@ DONE = "done.json"
 
 @dataclass
 class Settings:
-    frame_step: int = 5  # keep every n-th frame
-    max_frames: int = 200  # per clip
-    min_gap: int = 30  # frames between the two frames of a pair
-    pairs_per_clip: int = 50
-    seed: int = 0
+    """Which frames of each clip are kept and paired (stored in index.json with the data)."""
+
+    frame_step: int = option(5, "keep every n-th frame", min=1)
+    max_frames: int = option(200, "frames kept per clip", min=1)
+    min_gap: int = option(30, "frames between the two frames of a pair (so pose or background differ)", min=0)
+    pairs_per_clip: int = option(50, "pairs drawn per clip", min=0)
+    seed: int = option(0, "the draw of the pairs", min=0)
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Everything ``python -m magicface_core prepare`` takes, checked when made (before the face networks load)."""
+
+    videos: Path | None = option(None, "folder of videos and/or frame folders", required=True)
+    out: Path | None = option(None, "output folder (re-run to resume)", required=True)
+    settings: Settings = group(Settings)
+    device: DeviceSettings = group(DeviceSettings, skip=("dtype",))  # the face networks run in fp32
+    faces: FaceSettings = group(FaceSettings)
+
+    def __post_init__(self):
+        require(self, "videos", "out")
+        object.__setattr__(self, "videos", as_path(self.videos))
+        object.__setattr__(self, "out", as_path(self.out))
+        check_settings(self.settings)
 
 
 @dataclass
@@ -100,12 +122,7 @@ def clip_keys(clips: list[Path]) -> dict[Path, str]:
 
 def check_settings(settings: Settings) -> None:
     """Refuse settings that would give no frames or loop forever, before any model loads."""
-    for name in ("frame_step", "max_frames"):
-        if getattr(settings, name) < 1:
-            raise MagicFaceError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(settings, name)})")
-    for name in ("min_gap", "pairs_per_clip"):
-        if getattr(settings, name) < 0:
-            raise MagicFaceError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(settings, name)})")
+    check_limits(settings, flag_style=True)
 
 
 def _read_done(done: Path) -> dict | None:
@@ -188,19 +205,10 @@ def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
     return report
 
 
-def add_arguments(parser) -> None:
-    """The ``prepare`` subcommand's flags (the device and face-weight flags are the CLI's shared ones)."""
-    parser.add_argument("--videos", type=Path, required=True, help="folder of videos and/or frame folders")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (re-run to resume)")
-    defaults = Settings()
-    for name in ("frame_step", "max_frames", "min_gap", "pairs_per_clip", "seed"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-
-
-def run(args, toolkit) -> None:
-    settings = Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed)
-    check_settings(settings)
-    report = prepare(args.videos, args.out, toolkit, settings)
+def run(job: PrepareJob, toolkit) -> Report:
+    """The prepare command: ``job``'s clips through ``toolkit``, and a line that sums it up."""
+    report = prepare(job.videos, job.out, toolkit, job.settings)
     print(f"{report.clips} clips ({len(report.unreadable_clips)} unreadable: {', '.join(report.unreadable_clips) or '-'}), "
           f"{report.frames_kept} frames kept, {report.frames_without_face} without a usable face, "
-          f"{report.pairs} pairs -> {args.out / 'index.json'}")
+          f"{report.pairs} pairs -> {job.out / 'index.json'}")
+    return report

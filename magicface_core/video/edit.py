@@ -27,21 +27,24 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from ..au import AUVector
+from ..devices import DeviceSettings
 from ..batching import ChunkProgress, chunk_items, chunks
 from ..edit import EditSettings, decode_images, encode_identity, encode_images
 from ..errors import NoFaceError, VideoInputError
 from ..faces.crop import crop_to_transform, paste_back
-from ..faces.toolkit import FaceToolkit
-from ..imaging import as_portrait
+from ..faces.toolkit import FaceSettings, FaceToolkit
+from ..imaging import as_portrait, load_image, needs_resize_to_portrait
 from ..model.magicface import MagicFace
 from ..model.sd15 import SD15Parts
-from .keyframes import ExpressionChange
+from ..settings import ModelSettings, as_path, check_au_delta, check_face_index, group, option, require
+from .keyframes import INTERPOLATIONS, ExpressionChange
 from .smoothing import AU_CUTOFF_HZ, fill_gaps, smooth_aus
 from .tracking import FaceTrack, TrackSettings, track_faces
 
@@ -52,10 +55,14 @@ ANIMATE_MODES = ("relative", "absolute")
 
 @dataclass(frozen=True)
 class VideoSettings:
-    frames_per_chunk: int = 8
-    detect_every: int = 1
-    face_index: int = 0
-    au_cutoff_hz: float = AU_CUTOFF_HZ
+    """How a clip is followed and sampled (the CLI's video and animate, and the nodes' defaults)."""
+
+    # 8: the CLI's long-standing value and its memory figures (docs/PERFORMANCE.md); the KSampler node's too.
+    frames_per_chunk: int = option(8, "frames sampled together; memory grows with this, not with the clip", min=1)
+    detect_every: int = option(1, "run face detection on every N-th frame", min=1)
+    face_index: int = option(0, "which face to follow (0 = largest)", min=0)
+    au_cutoff_hz: float = option(AU_CUTOFF_HZ, "low-pass cutoff (Hz) for the AU trajectory; 0 turns smoothing off",
+                                 min=0.0, flag="--au-cutoff", metavar="HZ")
 
     def check(self) -> None:
         if self.frames_per_chunk < 1:
@@ -68,6 +75,75 @@ class VideoSettings:
 
     def track(self) -> TrackSettings:
         return TrackSettings(face_index=self.face_index, detect_every=self.detect_every)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """Everything an edit of a clip takes (``python -m magicface_core video``), checked when made."""
+
+    video: Path | None = option(None, "the clip to edit", required=True)
+    au: list[str] = option(help="an AU change added to every frame, e.g. AU12=3 (repeatable, or comma-separated)",
+                           repeat=True, metavar="AU=VALUE")
+    keyframes: str | None = option(None, 'keyframed AU changes, e.g. "0:AU12=0;30:AU12=3;60:AU12=0" (frames from 0)',
+                                   metavar="SPEC")
+    interpolation: str = option("linear", "how keyframes blend", choices=INTERPOLATIONS)
+    reference_frame: int | None = option(None, "the frame whose face gives the identity (default: the first frame "
+                                               "with a face)", min=0)
+    out: Path | None = option(None, "the edited clip", required=True)
+    model: ModelSettings = group(ModelSettings)
+    sampling: EditSettings = group(EditSettings)
+    clip: VideoSettings = group(VideoSettings)
+    overwrite: bool = option(False, "replace --out if it exists")
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+    change: ExpressionChange = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        require(self, "video", "out")
+        object.__setattr__(self, "video", as_path(self.video))
+        object.__setattr__(self, "out", as_path(self.out))
+        check_face_index(self.clip.face_index)
+        self.clip.check()
+        change = ExpressionChange(check_au_delta(AUVector.parse(",".join(self.au))), self.keyframes,
+                                  self.interpolation)
+        object.__setattr__(self, "change", change)
+
+
+@dataclass(frozen=True)
+class AnimateJob:
+    """Everything animating a portrait takes (``python -m magicface_core animate``), checked when made."""
+
+    image: Path | None = option(None, "a 512x512 portrait, or any photo with --crop", required=True)
+    driving: Path | None = option(None, "the clip whose expressions to follow", required=True)
+    mode: str = option("relative", {"--relative": "delta = driving AUs - driving AUs at the neutral frame",
+                                    "--absolute": "delta = driving AUs - the portrait's AUs"},
+                       choices=ANIMATE_MODES, switches={"--relative": "relative", "--absolute": "absolute"})
+    neutral_frame: int | None = option(None, "with --relative: the driving frame taken as neutral (default: the "
+                                             "first with a face)", min=0)
+    crop: bool = option(False, "find the face in a full photo and paste the result back")
+    out: Path | None = option(None, "the animated clip", required=True)
+    model: ModelSettings = group(ModelSettings)
+    sampling: EditSettings = group(EditSettings)
+    clip: VideoSettings = group(VideoSettings)
+    overwrite: bool = option(False, "replace --out if it exists")
+    device: DeviceSettings = group(DeviceSettings)
+    faces: FaceSettings = group(FaceSettings)
+
+    def __post_init__(self):
+        require(self, "image", "driving", "out")
+        for name in ("image", "driving", "out"):
+            object.__setattr__(self, name, as_path(getattr(self, name)))
+        if self.mode not in ANIMATE_MODES:
+            raise VideoInputError(f"unknown mode {self.mode!r}: choose one of {', '.join(ANIMATE_MODES)}")
+        check_face_index(self.clip.face_index)
+        self.clip.check()
+
+    def load_portrait(self) -> np.ndarray:
+        """The portrait, refused before any model loads when it cannot be animated (non-square without crop)."""
+        photo = load_image(self.image)
+        if not self.crop:
+            needs_resize_to_portrait(photo.shape[1], photo.shape[0], "the portrait")
+        return photo
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from magicface_core.training.config import load_config  # noqa: E402
+from magicface_core.cli.train import load_config  # noqa: E402
 from magicface_core.training.loop import train  # noqa: E402
 
 

@@ -1,8 +1,8 @@
-"""Alias: ``python -m magicface_core.evaluate`` is ``python -m magicface_core evaluate``."""
+"""Alias: ``python -m magicface_core.cli.evaluate`` is ``python -m magicface_core evaluate``."""
 
 import sys
 
-from .cli import main as _cli
+from . import main as _cli
 
 
 def main(argv: list[str] | None = None) -> int:

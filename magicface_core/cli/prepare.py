@@ -1,8 +1,8 @@
-"""Alias: ``python -m magicface_core.prepare`` is ``python -m magicface_core prepare``."""
+"""Alias: ``python -m magicface_core.cli.prepare`` is ``python -m magicface_core prepare``."""
 
 import sys
 
-from .cli import main as _cli
+from . import main as _cli
 
 
 def main(argv: list[str] | None = None) -> int:
