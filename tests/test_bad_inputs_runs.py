@@ -204,7 +204,7 @@ def test_train_help_shows_the_real_defaults():
     text = build_parser().format_help()
     assert "object at 0x" not in text
     text = " ".join(text.split())  # argparse wraps lines
-    assert "(default: csv)" in text and "(default: 2)" in text and "(default: False)" in text
+    assert "(default: csv)" in text and "(default: 2)" in text and "(default: magicface-training)" in text
 
 
 @pytest.mark.parametrize("value", [

@@ -12,7 +12,7 @@ from magicface_core import cli
 from magicface_core.devices import DTYPE_CHOICES, DeviceSettings
 from magicface_core.edit import EditJob
 from magicface_core.faces.toolkit import DETECTORS, JAW_SOURCES, PARSERS, FaceToolsChoice
-from magicface_core.fineface.generate import GenerateJob, GenerateSettings
+from magicface_core.fineface.generate import GenerateSettings
 from magicface_core.samplers import SAMPLER_NAMES
 from magicface_core.settings import EditSettings
 from magicface_core.training.config import TrainConfig

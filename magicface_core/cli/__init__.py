@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..errors import MagicFaceError
 from . import commands as _run
-from .flags import add_flags, build
+from .flags import add_flags, attach_keyframes_values, build
 
 logger = logging.getLogger("magicface_core")
 
@@ -111,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _interrupt_on_sigterm()
     training = bool(argv) and argv[0] == "train"
-    from ..video.keyframes import attach_keyframes_values
-
     args = None if training else build_parser().parse_args(attach_keyframes_values(argv))  # exits 2 on bad flags
     _setup_logging(timestamps=training)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -130,3 +131,18 @@ def defaults(kind: type) -> dict:
     """Every setting's default by name, groups flattened (what the flags default to)."""
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             for f, _ in settings_fields(kind)}
+
+
+def attach_keyframes_values(argv: list[str], option: str = "--keyframes") -> list[str]:
+    """``--keyframes -5:AU12=2`` given as ``--keyframes=-5:AU12=2``.
+
+    argparse reads a value that starts with '-' as a flag and says only "expected one argument";
+    attached, the value reaches :func:`parse_keyframes`, which says what is wrong with it.
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        if out and out[-1] == option and re.match(r"-\s*\d", arg) and argv[i - 1] == option:
+            out[-1] = f"{option}={arg}"
+        else:
+            out.append(arg)
+    return out

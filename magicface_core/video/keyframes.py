@@ -44,21 +44,6 @@ def parse_keyframes(text: str) -> dict[int, dict[int, float]]:
     return keys
 
 
-def attach_keyframes_values(argv: list[str], option: str = "--keyframes") -> list[str]:
-    """``--keyframes -5:AU12=2`` given as ``--keyframes=-5:AU12=2``.
-
-    argparse reads a value that starts with '-' as a flag and says only "expected one argument";
-    attached, the value reaches :func:`parse_keyframes`, which says what is wrong with it.
-    """
-    out = []
-    for i, arg in enumerate(argv):
-        if out and out[-1] == option and re.match(r"-\s*\d", arg) and argv[i - 1] == option:
-            out[-1] = f"{option}={arg}"
-        else:
-            out.append(arg)
-    return out
-
-
 def interpolate_keyframes(text: str, frames: int, interpolation: str = "linear") -> AUVector:
     """One AU vector per frame (``frames`` rows) from keyframe text."""
     if interpolation not in INTERPOLATIONS:
