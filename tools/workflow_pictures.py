@@ -94,6 +94,9 @@ def main() -> None:
             # without the canvas statistics).
             server.post("/settings/Comfy.TutorialCompleted", True)
             server.post("/settings/Comfy.Graph.CanvasInfo", False)
+            # Text and widgets at any zoom (a large graph fits the view only zoomed out, where the
+            # frontend would draw empty boxes).
+            server.post("/settings/LiteGraph.Canvas.MinFontSizeForLOD", 1)
             browser = Browser.on(server, tmp / "profile")
             browser.evaluate("window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
             loaded = None
