@@ -51,9 +51,10 @@ def _add_device_args(parser: argparse.ArgumentParser, dtype: bool = True, faces:
 
 
 def _device_and_dtype(args):
-    from . import devices
+    from . import devices, scaleout
 
-    return devices.resolve(args.device, getattr(args, "dtype", None))
+    device, dtype = devices.resolve(args.device, getattr(args, "dtype", None))
+    return scaleout.process_device(device), dtype  # under torchrun, each process its own GPU
 
 
 def build_parser() -> argparse.ArgumentParser:

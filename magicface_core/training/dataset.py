@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import MagicFaceError
+from ..files import atomic_path
 
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1
@@ -41,9 +42,14 @@ def write_index(root: str | Path, frames: list[Frame], pairs: list[Pair], stats:
     path = Path(root) / INDEX_FILE
     payload = {"version": INDEX_VERSION, "frames": [asdict(f) for f in frames],
                "pairs": [[p.identity, p.target] for p in pairs], "stats": stats}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
+    text = json.dumps(payload)
+    try:
+        if path.read_text() == text:  # a re-run that changes nothing leaves the file as it was
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    with atomic_path(path) as temporary:  # a name of its own: two processes may write the same index at once
+        temporary.write_text(text)
     return path
 
 
