@@ -392,9 +392,12 @@ def run_download(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from .training.prepare import Settings, check_settings, run
+    from .scaleout import Shard
+    from .training.prepare import Settings, check_batch_size, check_settings, run
 
     check_settings(Settings(args.frame_step, args.max_frames, args.min_gap, args.pairs_per_clip, args.seed))
+    check_batch_size(args.batch_size)
+    Shard.parse(args.shard)
     run(args, _face_toolkit(args))  # the settings are checked before the face networks load
 
 
