@@ -202,3 +202,63 @@ def test_bisenet_d3dfr_and_libreface_batches_equal_single_frames(tmp_path):
     together = estimator.estimate(list(zip(images, landmarks))).values
     apart = torch.cat([estimator.estimate([(i, lm)]).values for i, lm in zip(images, landmarks)])
     assert (together - apart).abs().max() < 1e-5
+
+
+class _FakeAlignment:
+    """A face box and 68 points from arithmetic (the networks' batching is tested above): a blank
+    frame has no face; the points are one face's landmarks placed in the box."""
+
+    detection_modules = landmark_modules = ()
+
+    def __init__(self):
+        template = np.load(REPO / "tests" / "data" / "libreface_align_reference.npz")["landmarks"][0]
+        self.template = (template - template.min(0)) / (template.max(0) - template.min(0))
+
+    def detect(self, image):
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images):
+        from magicface_core.faces.landmarks import FaceBox
+
+        return [[] if i.std() < 1 else [FaceBox(i.shape[1] * .27, i.shape[0] * .27, i.shape[1] * .73, i.shape[0] * .8)]
+                for i in images]
+
+    def landmarks(self, image, box):
+        return self.landmarks_batch([image], [box])[0]
+
+    def landmarks_batch(self, images, boxes):
+        return [(self.template * [b.width, b.height] + [b.x0, b.y0] + i.mean() / 255).astype(np.float32)
+                for i, b in zip(images, boxes)]
+
+
+class _FakeParser:
+    def parse(self, image):
+        return self.parse_batch([image])[0]
+
+    def parse_batch(self, images):
+        return [(image.mean(axis=2) > 90).astype(np.uint8) * 17 for image in images]
+
+
+def test_a_batch_of_frames_gives_what_each_frame_gives_alone(tmp_path):
+    """prepare's batched steps (faces_of_frames) against its frame-by-frame steps (face_of_frame):
+    the same frames drop out, the same portraits and conditions, AUs (LibreFace, random) within 1e-5."""
+    from magicface_core.faces.au_estimation import LibreFaceAUNet, LibreFaceEstimator
+    from magicface_core.faces.toolkit import FaceToolkit
+    from magicface_core.training.prepare import face_of_frame, faces_of_frames
+    from tests.support.factories import libreface_checkpoint
+
+    toolkit = FaceToolkit(tmp_path, "cpu", jaw="2d")
+    model = LibreFaceAUNet()
+    model.load_state_dict({k.removeprefix("module."): v for k, v in libreface_checkpoint(0)["model"].items()})
+    toolkit.__dict__.update(_alignment=_FakeAlignment(), _au_estimator=LibreFaceEstimator(model.eval()))
+    toolkit._parsers["bisenet"] = _FakeParser()
+    frames = _frames(200, 3)
+    frames.insert(1, np.zeros_like(frames[0]))  # no face
+    alone = [face_of_frame(frame, toolkit) for frame in frames]
+    together = faces_of_frames(frames, toolkit)
+    assert [type(r) for r in alone] == [type(r) for r in together] and isinstance(together[1], Exception)
+    assert sum(isinstance(r, tuple) for r in together) == 3
+    for one, many in zip(alone, together):
+        if isinstance(one, tuple):
+            assert np.array_equal(one[0], many[0]) and np.array_equal(one[1], many[1])
+            assert np.abs(np.subtract(one[2], many[2])).max() < 1e-5
