@@ -174,8 +174,9 @@ def check_generate_outputs(identities: list[Path], deltas: list[AUVector], out: 
     write that is not its own (an identity's edits belong to the run once its record is written)."""
     check_results_free(out, (TRIPLES, *RESULTS))
     own = set(shard.split(scaleout.launched()).take(p.name for p in identities))
-    taken = [path for identity in identities if identity.name in own and _read_record(_record_path(out, identity)) is None
-             for path in (*_edit_paths(out, identity, deltas), _record_path(out, identity)) if path.exists()]
+    todo = [i for i in identities if i.name in own and _read_record(_record_path(out, i)) is None]
+    taken = [path for identity in todo for path in (*_edit_paths(out, identity, deltas), _record_path(out, identity))
+             if path.exists()]
     if taken:
         raise OutputPathError(f"{out} already holds {', '.join(str(p) for p in taken[:3])}"
                               f"{' ...' if len(taken) > 3 else ''}; choose another --out (nothing is replaced)")
@@ -228,7 +229,8 @@ def merge_generated(identities: list[Path], out: Path) -> dict[str, float]:
     for identity in sorted(identities):
         record = _read_record(_record_path(out, identity))
         if record is None:
-            raise MagicFaceError(f"{identity.name} has no edits in {out / EDITS} yet: run the shard that holds it first")
+            raise MagicFaceError(f"{identity.name} has no edits in {out / EDITS} yet: "
+                                 "run the shard that holds it first")
         rows.extend(record["rows"])
     if (out / TRIPLES).exists() and all((out / name).exists() for name in RESULTS):
         # two shards finishing at once: the other wrote the same tables first

@@ -163,7 +163,8 @@ class FaceAlignmentBackend:
         for image, box in zip(images, boxes, strict=True):
             center = np.array([box.center[0], box.center[1] - box.height * CENTER_Y_OFFSET])
             scale = (box.width + box.height) / self.detector.reference_scale
-            frames.append((center, scale, self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0))
+            patch = self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
+            frames.append((center, scale, patch))
         patch = torch.from_numpy(np.stack([f[2] for f in frames])).to(next(self.fan.parameters()).device)
         heatmaps = _last_stack(self.fan(patch))
         heatmaps += self._flip(_last_stack(self.fan(self._flip(patch))), is_label=True)  # test-time flip, as upstream

@@ -138,7 +138,10 @@ def _read_done(done: Path) -> dict | None:
     return None
 
 
-def face_of_frame(image: np.ndarray, toolkit) -> tuple[np.ndarray, np.ndarray, list[float]] | MagicFaceError:
+FrameFaces = tuple[np.ndarray, np.ndarray, list[float]]  # portrait, condition image, 12 AUs
+
+
+def face_of_frame(image: np.ndarray, toolkit) -> FrameFaces | MagicFaceError:
     """(portrait, condition image, 12 AUs) of one frame, or the reason it has no usable face."""
     try:
         portrait, _ = toolkit.crop(image)
@@ -150,7 +153,7 @@ def face_of_frame(image: np.ndarray, toolkit) -> tuple[np.ndarray, np.ndarray, l
     return portrait, condition, aus.values[0].tolist()
 
 
-def faces_of_frames(images: list[np.ndarray], toolkit) -> list[tuple[np.ndarray, np.ndarray, list[float]] | MagicFaceError]:
+def faces_of_frames(images: list[np.ndarray], toolkit) -> list[FrameFaces | MagicFaceError]:
     """:func:`face_of_frame` of each frame, each network run once on all the frames still in.
 
     The same steps (``crop`` -> the portrait's ``landmarks`` -> ``condition`` -> ``estimate_aus``)
