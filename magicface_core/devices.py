@@ -77,4 +77,8 @@ class DeviceSettings:
             raise SettingsError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
 
     def resolve(self) -> tuple[torch.device, torch.dtype]:
-        return resolve(self.device, self.dtype)
+        """The device and dtype; under torchrun a plain ``cuda`` is this process's own GPU."""
+        from .scaleout import process_device
+
+        device, dtype = resolve(self.device, self.dtype)
+        return process_device(device), dtype

@@ -146,6 +146,9 @@ def test_prepare_half_written_done_json_does_not_block_a_rerun(tmp_path):
     (["--frame-step", "0"], ["--frame-step", "at least 1"]),
     (["--max-frames", "-1"], ["--max-frames", "at least 1"]),
     (["--min-gap", "-3"], ["--min-gap", "0 or more"]),
+    (["--batch-size", "0"], ["--batch-size", "at least 1"]),
+    (["--shard", "2/2"], ["--shard 2/2", "0 <= I < N"]),
+    (["--shard", "first"], ["--shard", "I/N"]),
 ])
 def test_prepare_refuses_bad_settings_before_loading(tmp_path, monkeypatch, capsys, flags, words):
     """Prepare items: --frame-step 0 was a traceback, --max-frames -1 reported good videos unreadable."""
@@ -272,3 +275,47 @@ def test_evaluate_generate_refuses_bad_settings_before_loading(tmp_path, no_mode
                  str(tmp_path / "deltas.txt"), "--out", str(tmp_path / "out"), "--device", "cpu", *flags]) == 2
     message = capsys.readouterr().err
     assert all(word in message for word in words), message
+
+
+def _evaluate(tmp_path, *flags) -> int:
+    from magicface_core import cli
+
+    return cli.main(["evaluate", "--out", str(tmp_path / "results"), "--weights", str(tmp_path / "no-weights"),
+                     "--device", "cpu", *flags])
+
+
+def test_evaluate_generate_never_replaces_files_in_out(tmp_path, monkeypatch, capsys):
+    """Finding 9: evaluate --generate replaced a triples.csv the user had in --out, and earlier results."""
+    from magicface_core import cli
+    from PIL import Image
+
+    monkeypatch.setattr(cli, "_face_toolkit", lambda args: None)  # refused before anything loads
+    (tmp_path / "identities").mkdir()
+    Image.new("RGB", (512, 512)).save(tmp_path / "identities" / "a.png")
+    (tmp_path / "deltas.txt").write_text("AU12=2\n")
+    flags = ["--generate", "--identities", str(tmp_path / "identities"), "--deltas", str(tmp_path / "deltas.txt")]
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, text in (("triples.csv", "identity,au_delta,edited\nmine.png,AU1=1,x.png\n"),
+                       ("summary.json", '{"mine": 1}'), ("edits/a_000.png", "my own file")):
+        (results / name).parent.mkdir(exist_ok=True)
+        (results / name).write_text(text)
+        assert _evaluate(tmp_path, *flags) == 2
+        assert name.split("/")[-1] in capsys.readouterr().err
+        assert (results / name).read_text() == text
+        (results / name).rename(results / (name + ".kept"))
+    assert sorted(p.name for p in results.rglob("*") if p.is_file()) == [
+        "a_000.png.kept", "summary.json.kept", "triples.csv.kept"]
+
+
+def test_evaluate_triples_never_replaces_earlier_results(tmp_path, monkeypatch, capsys):
+    """Finding 9: evaluate --triples replaced per_edit.csv / summary files already in --out."""
+    from magicface_core import cli
+
+    monkeypatch.setattr(cli, "_face_toolkit", lambda args: None)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "per_edit.csv").write_text("earlier")
+    (tmp_path / "triples.csv").write_text("identity,au_delta,edited\n")
+    assert _evaluate(tmp_path, "--triples", str(tmp_path / "triples.csv")) == 2
+    assert "per_edit.csv" in capsys.readouterr().err
+    assert (tmp_path / "results" / "per_edit.csv").read_text() == "earlier"

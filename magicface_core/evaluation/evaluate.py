@@ -6,7 +6,13 @@
     python -m magicface_core evaluate --generate --identities portraits/ --deltas deltas.txt \\
         --weights mengtingwei/magicface --out results/
 
-Writes ``per_edit.csv`` and ``summary.md`` / ``summary.json`` (means, beside the paper's Table I).
+Writes ``per_edit.csv`` and ``summary.md`` / ``summary.json`` (means, beside the paper's Table I),
+and with ``--generate`` ``triples.csv`` and ``edits/``; files already in ``--out`` are never
+replaced (the run refuses before any model loads). With ``--generate`` the identities are split over
+processes (``torchrun``/``accelerate launch``) and jobs (``--shard I/N``) as ``prepare`` splits clips
+(:mod:`magicface_core.scaleout`): each process edits and measures its identities and records their
+rows in ``edits/<identity>.json``; one process writes the tables from every record once all are
+there, so the tables equal a one-process run's.
 AUs come from our LibreFace port, parsing from BiSeNet, landmarks from 2D-FAN, identity
 embeddings from dlib's 128-d face descriptor, computed as the face_recognition package does
 (as in the paper) but by calling dlib directly with the model files of the
@@ -27,16 +33,24 @@ import numpy as np
 
 from . import metrics
 from ..au import AUVector
+from .. import scaleout
 from ..devices import DeviceSettings
-from ..errors import MagicFaceError, NoFaceError
+from ..errors import MagicFaceError, NoFaceError, OutputPathError
 from ..faces.toolkit import FaceSettings
+from ..files import atomic_path
 from ..imaging import as_portrait, load_image, resize, save_image
+from ..scaleout import Shard
 from ..settings import EditSettings, ModelSettings, as_path, check_au_delta, group, option, require
 
 logger = logging.getLogger(__name__)
 
 PAPER_TABLE_I = {"au_mse": 0.261, "id_distance": 0.473, "background_rmse": 0.044, "pose_rmse": 0.032}
 METRICS = tuple(PAPER_TABLE_I)
+RESULTS = ("per_edit.csv", "summary.json", "summary.md")
+TRIPLES = "triples.csv"
+EDITS = "edits"
+
+
 ID_BACKENDS = ("face_recognition", "none")
 IDENTITY_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -55,6 +69,8 @@ class EvaluateJob:
     out: Path | None = option(None, "output folder for per_edit.csv and the summaries", required=True)
     id_backend: str = option("face_recognition", "identity embeddings: dlib's face descriptor as face_recognition "
                                                  "computes it, or none", choices=ID_BACKENDS)
+    shard: str = option("0/1", "I/N: with --generate, this job's part of the identities when N jobs share the work "
+                               "(a Slurm array); the last to finish writes the tables")
     device: DeviceSettings = group(DeviceSettings)
     faces: FaceSettings = group(FaceSettings)
 
@@ -68,6 +84,7 @@ class EvaluateJob:
             raise MagicFaceError("--generate needs --identities and --deltas")
         if not self.generate and not self.triples:
             raise MagicFaceError("give --triples, or --generate with --identities and --deltas")
+        Shard.parse(self.shard)
 
     def generation_inputs(self) -> tuple[list[Path], list[AUVector]]:
         """The identity images and the AU deltas, each delta checked (before any model loads)."""
@@ -142,8 +159,8 @@ def read_triples(path: Path) -> list[tuple[Path, AUVector, Path]]:
     return [(base / r["identity"], AUVector.parse(r["au_delta"]), base / r["edited"]) for r in rows]
 
 
-def evaluate(triples: list[tuple[Path, AUVector, Path]], tools: EvalTools, out: Path) -> dict[str, float]:
-    out.mkdir(parents=True, exist_ok=True)
+def measure(triples: list[tuple[Path, AUVector, Path]], tools: EvalTools) -> list[dict]:
+    """One row of metrics per (identity, delta, edited) triple (NaN where a face is not found)."""
     rows = []
     for identity_path, delta, edited_path in triples:
         row = {"identity": str(identity_path), "au_delta": _delta_text(delta), "edited": str(edited_path)}
@@ -153,15 +170,36 @@ def evaluate(triples: list[tuple[Path, AUVector, Path]], tools: EvalTools, out: 
             logger.warning("%s: %s", edited_path, exc)
             row.update({m: float("nan") for m in METRICS})
         rows.append(row)
-    with open(out / "per_edit.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["identity", "au_delta", "edited", *METRICS])
-        writer.writeheader()
-        writer.writerows(rows)
+    return rows
+
+
+def check_results_free(out: Path, names: tuple[str, ...] = RESULTS) -> None:
+    """Refuse an ``--out`` that already holds results (a user's or an earlier run's): nothing is replaced."""
+    taken = [name for name in names if (out / name).exists()]
+    if taken:
+        raise OutputPathError(f"{out} already holds {', '.join(taken)}; choose another --out (nothing is replaced)")
+
+
+def write_results(rows: list[dict], out: Path) -> dict[str, float]:
+    """``per_edit.csv``, ``summary.json`` and ``summary.md``, each written whole and never over a file."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_results_free(out)
     summary = {m: _nanmean([r[m] for r in rows]) for m in METRICS}
     summary["edits"] = len(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(summary_table(summary))
+    with atomic_path(out / "per_edit.csv", overwrite=False) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["identity", "au_delta", "edited", *METRICS])
+            writer.writeheader()
+            writer.writerows(rows)
+    for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", summary_table(summary))):
+        with atomic_path(out / name, overwrite=False) as temporary:
+            temporary.write_text(text)
     return summary
+
+
+def evaluate(triples: list[tuple[Path, AUVector, Path]], tools: EvalTools, out: Path) -> dict[str, float]:
+    check_results_free(out)  # before any measuring
+    return write_results(measure(triples, tools), out)
 
 
 def summary_table(summary: dict) -> str:
@@ -174,26 +212,99 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate_edits(identities: list[Path], deltas: list[AUVector], model, sd15, toolkit, out: Path,
-                   settings) -> list[tuple[Path, AUVector, Path]]:
-    """Edit every identity with every delta; returns (identity, delta, edited) and writes triples.csv."""
-    from ..edit import edit_photo
+Edit = Callable[[np.ndarray, AUVector], list[np.ndarray]]  # portrait, a batch of deltas -> one edit per delta
 
-    folder = out / "edits"
-    triples = []
+
+def _edit_paths(out: Path, identity: Path, deltas: list[AUVector]) -> list[Path]:
+    return [out / EDITS / f"{identity.stem}_{k:03d}.png" for k in range(len(deltas))]
+
+
+def _record_path(out: Path, identity: Path) -> Path:
+    return out / EDITS / f"{identity.stem}.json"
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or cut short: the identity is done again
+    return record if isinstance(record, dict) and isinstance(record.get("rows"), list) else None
+
+
+def check_generate_outputs(identities: list[Path], deltas: list[AUVector], out: Path, shard: Shard = Shard()) -> None:
+    """Before any model loads: no result table in ``--out`` yet, and no edit file this process would
+    write that is not its own (an identity's edits belong to the run once its record is written)."""
+    check_results_free(out, (TRIPLES, *RESULTS))
+    own = set(shard.split(scaleout.launched()).take(p.name for p in identities))
+    todo = [i for i in identities if i.name in own and _read_record(_record_path(out, i)) is None]
+    taken = [path for identity in todo for path in (*_edit_paths(out, identity, deltas), _record_path(out, identity))
+             if path.exists()]
+    if taken:
+        raise OutputPathError(f"{out} already holds {', '.join(str(p) for p in taken[:3])}"
+                              f"{' ...' if len(taken) > 3 else ''}; choose another --out (nothing is replaced)")
+
+
+def generate_and_evaluate(identities: list[Path], deltas: list[AUVector], edit: Edit, tools: EvalTools, out: Path,
+                          shard: Shard = Shard()) -> dict[str, float] | None:
+    """Edit every identity with every delta, measure each edit, and write the tables.
+
+    ``shard``: this job's part of the identities (each identity's edits are one batch, so the split
+    never changes an edit); under a launcher it is split again over the job's processes. An
+    identity whose record exists is not done again, so an interrupted run resumes. Returns the
+    summary, or None where another process writes the tables (rank 0, or the shard finishing last)."""
+    identities = sorted(identities)
+    check_generate_outputs(identities, deltas, out, shard)
+    processes = scaleout.launched()
+    own = set(shard.split(processes).take(p.name for p in identities))
     for identity in identities:
-        portrait = as_portrait(load_image(identity))
-        batch = AUVector.cat(deltas)
-        edited = edit_photo(portrait, batch, model, sd15, faces=toolkit, settings=settings)
-        for k, (delta, image) in enumerate(zip(deltas, edited)):
-            path = folder / f"{identity.stem}_{k:03d}.png"
-            save_image(image, path)
-            triples.append((identity, delta, path))
-    with open(out / "triples.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["identity", "au_delta", "edited"])
-        writer.writerows([(str(i.resolve()), _delta_text(d), str(e.resolve())) for i, d, e in triples])
-    return triples
+        if identity.name not in own or _read_record(_record_path(out, identity)) is not None:
+            continue
+        edited = edit(as_portrait(load_image(identity)), AUVector.cat(deltas))
+        paths = _edit_paths(out, identity, deltas)
+        for image, path in zip(edited, paths, strict=True):
+            save_image(image, path, overwrite=False)
+        rows = measure([(identity, delta, path) for delta, path in zip(deltas, paths)], tools)
+        with atomic_path(_record_path(out, identity)) as temporary:  # written last: the identity is done
+            temporary.write_text(json.dumps({"rows": rows}))
+    scaleout.barrier(processes)
+    try:
+        if processes.index != 0:
+            return None
+        records = [_read_record(_record_path(out, identity)) for identity in identities]
+        if any(r is None for r in records):
+            logger.info("shard %s done; identities of other shards are not done yet; the shard that finishes "
+                        "last writes the tables", shard)
+            return None
+        try:
+            return merge_generated(identities, out)
+        except OutputPathError:
+            if all((out / name).exists() for name in (TRIPLES, *RESULTS)):
+                return None  # another shard, finishing at the same moment, wrote the same tables
+            raise
+    finally:
+        scaleout.finish()
+
+
+def merge_generated(identities: list[Path], out: Path) -> dict[str, float]:
+    """``triples.csv`` and the result tables from every identity's record, in identity order."""
+    rows = []
+    for identity in sorted(identities):
+        record = _read_record(_record_path(out, identity))
+        if record is None:
+            raise MagicFaceError(f"{identity.name} has no edits in {out / EDITS} yet: "
+                                 "run the shard that holds it first")
+        rows.extend(record["rows"])
+    if (out / TRIPLES).exists() and all((out / name).exists() for name in RESULTS):
+        # two shards finishing at once: the other wrote the same tables first
+        return json.loads((out / "summary.json").read_text())
+    check_results_free(out, (TRIPLES, *RESULTS))
+    with atomic_path(out / TRIPLES, overwrite=False) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["identity", "au_delta", "edited"])
+            writer.writerows([(str(Path(r["identity"]).resolve()), r["au_delta"], str(Path(r["edited"]).resolve()))
+                              for r in rows])
+    return write_results(rows, out)
 
 
 def _delta_text(delta: AUVector) -> str:
@@ -205,18 +316,30 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def run(job: EvaluateJob, toolkit, device, dtype) -> dict[str, float]:
-    """The evaluate command: make the edits (with ``generate``) or read them, measure, write the tables."""
+def run(job: EvaluateJob, toolkit, device, dtype) -> dict[str, float] | None:
+    """The evaluate command: make the edits (with ``generate``: this shard's, this process's identities)
+    or read them, measure, write the tables."""
     if job.generate:
-        identities, deltas = job.generation_inputs()  # checked before the models load
+        from ..edit import edit_photo
         from ..model.magicface import MagicFace
         from ..model.sd15 import load_sd15
 
+        shard = Shard.parse(job.shard)
+        identities, deltas = job.generation_inputs()  # checked before the models load
+        check_generate_outputs(identities, deltas, job.out, shard)
         model = MagicFace.from_pretrained(job.model.weights, device=device, dtype=dtype)
         sd15 = load_sd15(job.model.sd15, device, dtype)
-        triples = generate_edits(identities, deltas, model, sd15, toolkit, job.out, job.sampling)
+
+        def edit(portrait, batch):
+            return edit_photo(portrait, batch, model, sd15, faces=toolkit, settings=job.sampling)
+
+        summary = generate_and_evaluate(identities, deltas, edit, default_tools(toolkit, job.id_backend), job.out, shard)
+        if summary is None:
+            print(f"this process's identities are done (shard {shard}, process {scaleout.launched()}); the tables "
+                  f"are written once every identity is: by rank 0, or by the shard that finishes last")
+            return None
     else:
-        triples = read_triples(job.triples)
-    summary = evaluate(triples, default_tools(toolkit, job.id_backend), job.out)
+        check_results_free(job.out)  # before the face networks load
+        summary = evaluate(read_triples(job.triples), default_tools(toolkit, job.id_backend), job.out)
     print(summary_table(summary))
     return summary

@@ -228,9 +228,40 @@ class D3DFRLandmarks:
         bfm = BFMKeypoints.from_mat(bfm_path)  # the cheaper check first
         return cls(load_d3dfr(network_path, device), bfm, neutral_expression)
 
-    @torch.no_grad()
     def coefficients(self, image: np.ndarray, five_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's 261 outputs for the face, and the 2x3 similarity image -> 256 crop."""
+        result = self.coefficients_batch([image], [five_points])[0]
+        if isinstance(result, ImageInputError):
+            raise result
+        return result
+
+    @torch.no_grad()
+    def coefficients_batch(self, images: list[np.ndarray], five_points: list[np.ndarray]
+                           ) -> list[tuple[np.ndarray, np.ndarray] | ImageInputError]:
+        """:meth:`coefficients` of each face, the network running once on all their crops. A face
+        that cannot be fitted gets its error in its place, so one bad frame does not fail the batch."""
+        results: list = [None] * len(images)
+        crops, matrices, members = [], [], []
+        for k, (image, points) in enumerate(zip(images, five_points, strict=True)):
+            try:
+                matrix = self._check_and_align(image, points)
+            except ImageInputError as exc:
+                results[k] = exc
+                continue
+            crops.append(warp(np.asarray(image), matrix))
+            matrices.append(matrix)
+            members.append(k)
+        if crops:
+            param = next(self.network.parameters())
+            x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(param.device, param.dtype) / 127.5 - 1.0
+            rows = self.network(x).double().cpu().numpy()
+            for k, row, matrix in zip(members, rows, matrices):
+                results[k] = (row, matrix) if np.isfinite(row).all() else ImageInputError(
+                    "the 3D face fit returned non-finite coefficients for this face")
+        return results
+
+    @staticmethod
+    def _check_and_align(image: np.ndarray, five_points: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ImageInputError(f"the 3D face fit needs an HxWx3 uint8 image, got {image.shape} {image.dtype}")
@@ -246,16 +277,25 @@ class D3DFRLandmarks:
                 f"five_points lie outside the {width}x{height} image: {np.round(points, 1).tolist()} "
                 "(pixel coordinates of this image, in the order left eye, right eye, nose tip, left and right "
                 "mouth corner)")
-        matrix = similarity_to_template(points)
-        crop = warp(image, matrix)
-        param = next(self.network.parameters())
-        x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(param.device, param.dtype) / 127.5 - 1.0
-        coefficients = self.network(x)[0].double().cpu().numpy()
-        if not np.isfinite(coefficients).all():
-            raise ImageInputError("the 3D face fit returned non-finite coefficients for this face")
-        return coefficients, matrix
+        return similarity_to_template(points)
 
     def landmarks68(self, image: np.ndarray, five_points: np.ndarray) -> np.ndarray:
-        coefficients, matrix = self.coefficients(image, five_points)
-        points = project_keypoints(coefficients, self.bfm, self.neutral_expression)
-        return apply(invert_similarity(matrix), points)
+        result = self.landmarks68_batch([image], [five_points])[0]
+        if isinstance(result, ImageInputError):
+            raise result
+        return result
+
+    def landmarks68_batch(self, images: list[np.ndarray], five_points: list[np.ndarray]
+                          ) -> list[np.ndarray | ImageInputError]:
+        """:meth:`landmarks68` of each face (one network batch); a face that cannot be fitted gets its error."""
+        results = []
+        for fit in self.coefficients_batch(images, five_points):
+            if not isinstance(fit, ImageInputError):
+                coefficients, matrix = fit
+                try:
+                    fit = apply(invert_similarity(matrix), project_keypoints(coefficients, self.bfm,
+                                                                             self.neutral_expression))
+                except ImageInputError as exc:
+                    fit = exc
+            results.append(fit)
+        return results

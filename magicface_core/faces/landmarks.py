@@ -118,32 +118,62 @@ class FaceAlignmentBackend:
     def landmark_modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.fan,)
 
-    @torch.no_grad()
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Face boxes, largest first."""
-        scale = min(1.0, DETECTION_MAX_SIDE / max(image.shape[:2]))
-        small = image
-        if scale < 1.0:
-            from ..imaging import resize
-
-            small = resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))))
-        self.detector.device = str(next(self.detector.face_detector.parameters()).device)
-        boxes = [FaceBox(*map(float, b[:4]), float(b[4])) for b in self.detector.detect_from_image(small.copy())]
-        return largest_first([b.scaled(1.0 / scale) for b in boxes])
+        return self.detect_batch([image])[0]
 
     @torch.no_grad()
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        """Face boxes of each image, largest first; images of one size go through S3FD as one batch.
+
+        S3FD scores every anchor of every image, then keeps each image's own boxes above its
+        threshold, so a batch gives each image the boxes it gets alone (to float rounding)."""
+        scales, smalls = [], []
+        for image in images:
+            scale = min(1.0, DETECTION_MAX_SIDE / max(image.shape[:2]))
+            small = image
+            if scale < 1.0:
+                from ..imaging import resize
+
+                small = resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))))
+            scales.append(scale)
+            smalls.append(np.ascontiguousarray(small))
+        self.detector.device = str(next(self.detector.face_detector.parameters()).device)
+        found: list[list[FaceBox]] = [[] for _ in images]
+        for shape in dict.fromkeys(s.shape for s in smalls):
+            members = [i for i, s in enumerate(smalls) if s.shape == shape]
+            batch = torch.from_numpy(np.stack([smalls[i] for i in members])).permute(0, 3, 1, 2).float()
+            for i, boxes in zip(members, self.detector.detect_from_batch(batch)):
+                boxes = [FaceBox(*map(float, b[:4]), float(b[4])) for b in boxes]
+                found[i] = largest_first([b.scaled(1.0 / scales[i]) for b in boxes])
+        return found
+
     def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         """68 ``(x, y)`` points for the face in ``box`` (face-alignment's own framing of the box)."""
+        return self.landmarks_batch([image], [box])[0]
+
+    @torch.no_grad()
+    def landmarks_batch(self, images: list[np.ndarray], boxes: list[FaceBox]) -> list[np.ndarray]:
+        """68 points of the face in each image's box; the 2D-FAN sees all their 256 patches as one batch."""
         from face_alignment.utils import CENTER_Y_OFFSET
 
-        center = np.array([box.center[0], box.center[1] - box.height * CENTER_Y_OFFSET])
-        scale = (box.width + box.height) / self.detector.reference_scale
-        patch = self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
-        patch = torch.from_numpy(patch)[None].to(next(self.fan.parameters()).device)
+        if not images:
+            return []
+        frames = []
+        for image, box in zip(images, boxes, strict=True):
+            center = np.array([box.center[0], box.center[1] - box.height * CENTER_Y_OFFSET])
+            scale = (box.width + box.height) / self.detector.reference_scale
+            patch = self._crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0
+            frames.append((center, scale, patch))
+        patch = torch.from_numpy(np.stack([f[2] for f in frames])).to(next(self.fan.parameters()).device)
         heatmaps = _last_stack(self.fan(patch))
         heatmaps += self._flip(_last_stack(self.fan(self._flip(patch))), is_label=True)  # test-time flip, as upstream
-        _, points, _ = self._get_preds(heatmaps.cpu().float().numpy(), center, scale)
-        return points.reshape(68, 2).astype(np.float32)
+        heatmaps = heatmaps.cpu().float().numpy()
+        points = []
+        for k, (center, scale, _) in enumerate(frames):
+            _, found, _ = self._get_preds(heatmaps[k:k + 1], center, scale)
+            points.append(found.reshape(68, 2).astype(np.float32))
+        return points
 
 
 def _last_stack(output) -> torch.Tensor:

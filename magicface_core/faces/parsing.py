@@ -142,18 +142,27 @@ class BiSeNetParser:
     def __init__(self, model: BiSeNet):
         self.model = model
 
-    @torch.no_grad()
     def parse(self, image: np.ndarray) -> np.ndarray:
+        return self.parse_batch([image])[0]
+
+    @torch.no_grad()
+    def parse_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Labels of each image; the network sees them all, at 512x512, as one batch."""
+        if not images:
+            return []
         param = next(self.model.parameters())
-        x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0)
-        if x.shape[2:] != (PARSE_SIZE, PARSE_SIZE):
-            x = F.interpolate(x, (PARSE_SIZE, PARSE_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        inputs = []
+        for image in images:
+            x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0)
+            if x.shape[2:] != (PARSE_SIZE, PARSE_SIZE):
+                x = F.interpolate(x, (PARSE_SIZE, PARSE_SIZE), mode="bilinear", align_corners=False, antialias=True)
+            inputs.append(x)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        logits = self.model(((x - mean) / std).to(param.device, param.dtype))
+        logits = self.model(((torch.cat(inputs) - mean) / std).to(param.device, param.dtype))
         labels = logits.float().argmax(dim=1, keepdim=True).float()
-        labels = F.interpolate(labels, image.shape[:2], mode="nearest")
-        return labels[0, 0].to(torch.uint8).cpu().numpy()
+        return [F.interpolate(labels[k:k + 1], image.shape[:2], mode="nearest")[0, 0].to(torch.uint8).cpu().numpy()
+                for k, image in enumerate(images)]
 
 
 class FacerParser:

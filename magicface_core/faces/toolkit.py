@@ -200,6 +200,43 @@ class FaceToolkit:
         jaw = self.jaw_landmarks(portrait, landmarks)
         return render_condition(portrait, parsing, jaw), person_mask(parsing)
 
+    # --- the same on batches of images (one network call per step where the backend allows) ---
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        """:meth:`detect` of each image; S3FD runs once per batch of equal-sized images (dlib per image)."""
+        for image in images:
+            check_image_size(image.shape[1], image.shape[0])
+        self._ready(*self._alignment.detection_modules)
+        if hasattr(self._alignment, "detect_batch"):
+            return self._alignment.detect_batch(images)
+        return [self._alignment.detect(image) for image in images]
+
+    def landmarks_in_boxes(self, images: list[np.ndarray], boxes: list[FaceBox]) -> list[np.ndarray]:
+        """:meth:`landmarks_in_box` of each image and box; 2D-FAN runs once per batch."""
+        self._ready(*self._alignment.landmark_modules)
+        if hasattr(self._alignment, "landmarks_batch"):
+            return self._alignment.landmarks_batch(images, boxes)
+        return [self._alignment.landmarks(image, box) for image, box in zip(images, boxes, strict=True)]
+
+    def parse_batch(self, images: list[np.ndarray], parser: str | None = None) -> list[np.ndarray]:
+        """:meth:`parse` of each image; BiSeNet runs once per batch (facer per image)."""
+        for image in images:
+            check_image_size(image.shape[1], image.shape[0])
+        backend = self._parser(parser)
+        if hasattr(backend, "parse_batch"):
+            return backend.parse_batch(images)
+        return [backend.parse(image) for image in images]
+
+    def jaw_landmarks_batch(self, portraits: list[np.ndarray], landmarks: list[np.ndarray]
+                            ) -> list[np.ndarray | ImageInputError]:
+        """:meth:`jaw_landmarks` of each portrait (D3DFR runs once per batch); a face the 3D fit
+        cannot use gets its error in its place."""
+        if self.jaw == "2d":
+            return [np.asarray(points) for points in landmarks]
+        from .d3dfr import five_points_from_68
+
+        self._ready(self._d3dfr.network)
+        return self._d3dfr.landmarks68_batch(portraits, [five_points_from_68(points) for points in landmarks])
+
     def estimate_aus(self, images: list[np.ndarray], face_index: int = 0,
                      landmarks: list[np.ndarray] | None = None) -> AUVector:
         """AU intensities (0..5) of the chosen face in each image (``landmarks`` if already known)."""

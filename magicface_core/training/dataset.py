@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..au import NUM_AUS
 from ..errors import DataError, MagicFaceError
+from ..files import atomic_path
 
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1
@@ -42,9 +43,14 @@ def write_index(root: str | Path, frames: list[Frame], pairs: list[Pair], stats:
     path = Path(root) / INDEX_FILE
     payload = {"version": INDEX_VERSION, "frames": [asdict(f) for f in frames],
                "pairs": [[p.identity, p.target] for p in pairs], "stats": stats}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
+    text = json.dumps(payload)
+    try:
+        if path.read_text() == text:  # a re-run that changes nothing leaves the file as it was
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    with atomic_path(path) as temporary:  # a name of its own: two processes may write the same index at once
+        temporary.write_text(text)
     return path
 
 

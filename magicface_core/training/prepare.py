@@ -7,6 +7,15 @@ background differ). Everything is cached under DATA, with ``index.json`` listing
 pairs, so training does no face processing. A clip is done once its ``done.json`` exists: an
 interrupted run resumes where it stopped. Unreadable videos and frames without a usable face are
 skipped and counted.
+
+Scaling out (:mod:`magicface_core.scaleout`): under ``torchrun`` / ``accelerate launch`` each process
+takes every N-th clip by sorted clip key, and ``--shard I/N`` does the same for independent jobs
+(a Slurm array). Each process writes only its clips' folders (every file atomically, ``done.json``
+last). ``index.json`` is written once, from the ``done.json`` files on disk, after every clip is
+done: by rank 0 after a barrier, and with ``--shard`` by whichever job finds every clip done when
+it finishes (jobs finishing together write the same bytes), or by ``prepare --merge``. So the
+index and every image are the same however the work was split. ``--batch-size`` frames of a clip
+go through each face network at once; batches never span clips, so the split does not change them.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import scaleout
 from ..devices import DeviceSettings
-from ..errors import ImageInputError, MagicFaceError, NoFaceError
+from ..errors import ImageInputError, MagicFaceError, NoFaceError, SettingsError
 from ..faces.toolkit import FaceSettings
 from ..files import atomic_path
 from ..imaging import load_image, save_image
+from ..scaleout import Shard
 from ..settings import as_path, check_limits, group, option, require
-from .dataset import Frame, Pair, write_index
+from .dataset import INDEX_FILE, Frame, Pair, write_index
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,10 @@ class PrepareJob:
     videos: Path | None = option(None, "folder of videos and/or frame folders", required=True)
     out: Path | None = option(None, "output folder (re-run to resume)", required=True)
     settings: Settings = group(Settings)
+    batch_size: int = option(1, "frames of a clip that go through each face network at once", min=1)
+    shard: str = option("0/1", "I/N: this job's part of the clips when N jobs share the work (a Slurm array); "
+                               "the last to finish writes index.json")
+    merge: bool = option(False, "only write index.json from the clips the shards prepared")
     device: DeviceSettings = group(DeviceSettings, skip=("dtype",))  # the face networks run in fp32
     faces: FaceSettings = group(FaceSettings)
 
@@ -62,6 +77,8 @@ class PrepareJob:
         object.__setattr__(self, "videos", as_path(self.videos))
         object.__setattr__(self, "out", as_path(self.out))
         check_settings(self.settings)
+        check_batch_size(self.batch_size)
+        Shard.parse(self.shard)
 
 
 @dataclass
@@ -125,40 +142,127 @@ def check_settings(settings: Settings) -> None:
     check_limits(settings, flag_style=True)
 
 
+def check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingsError(f"--batch-size must be a whole number, at least 1 (got {batch_size!r})")
+
+
 def _read_done(done: Path) -> dict | None:
-    """A clip's finished record, or None when absent or half-written (the clip is then done again)."""
+    """A clip's record (its frames, or why it was unreadable), or None when absent or half-written
+    (the clip is then done again)."""
     try:
         record = json.loads(done.read_text())
-        return record if isinstance(record, dict) and {"frames", "frames_without_face"} <= record.keys() else None
     except (OSError, ValueError):
         return None
+    if not isinstance(record, dict):
+        return None
+    if {"frames", "frames_without_face"} <= record.keys() or isinstance(record.get("unreadable"), str):
+        return record
+    return None
 
 
-def process_clip(clip: Path, out: Path, toolkit, settings: Settings, key: str | None = None) -> dict:
+FrameFaces = tuple[np.ndarray, np.ndarray, list[float]]  # portrait, condition image, 12 AUs
+
+
+def face_of_frame(image: np.ndarray, toolkit) -> FrameFaces | MagicFaceError:
+    """(portrait, condition image, 12 AUs) of one frame, or the reason it has no usable face."""
+    try:
+        portrait, _ = toolkit.crop(image)
+        landmarks = toolkit.landmarks(portrait)
+        condition, _ = toolkit.condition(portrait, landmarks)
+        aus = toolkit.estimate_aus([portrait], landmarks=[landmarks])
+    except (NoFaceError, ImageInputError) as exc:
+        return exc
+    return portrait, condition, aus.values[0].tolist()
+
+
+def faces_of_frames(images: list[np.ndarray], toolkit) -> list[FrameFaces | MagicFaceError]:
+    """:func:`face_of_frame` of each frame, each network run once on all the frames still in.
+
+    The same steps (``crop`` -> the portrait's ``landmarks`` -> ``condition`` -> ``estimate_aus``)
+    through the toolkit's batch calls; a frame that fails a step drops out with its reason."""
+    from ..faces.crop import crop_from_landmarks
+    from ..faces.condition import render_condition
+    from ..faces.landmarks import pick_face
+
+    results: list = [None] * len(images)
+
+    def landmarks_of(pictures: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        keys, boxes = [], []
+        for k, found in zip(pictures, toolkit.detect_batch(list(pictures.values()))):
+            try:
+                boxes.append(pick_face(found, 0, pictures[k].shape))
+                keys.append(k)
+            except (NoFaceError, ImageInputError) as exc:
+                results[k] = exc
+        return dict(zip(keys, toolkit.landmarks_in_boxes([pictures[k] for k in keys], boxes)))
+
+    portraits = {}
+    for k, points in landmarks_of(dict(enumerate(images))).items():
+        try:
+            portraits[k] = crop_from_landmarks(images[k], points)[0]
+        except (NoFaceError, ImageInputError) as exc:
+            results[k] = exc
+    landmarks = landmarks_of(portraits)
+    keys = list(landmarks)
+    parsings = toolkit.parse_batch([portraits[k] for k in keys])
+    jaws = toolkit.jaw_landmarks_batch([portraits[k] for k in keys], [landmarks[k] for k in keys])
+    conditions = {}
+    for k, parsing, jaw in zip(keys, parsings, jaws):
+        try:
+            if isinstance(jaw, MagicFaceError):
+                raise jaw
+            conditions[k] = render_condition(portraits[k], parsing, jaw)
+        except (NoFaceError, ImageInputError) as exc:
+            results[k] = exc
+    keys = list(conditions)
+    if keys:
+        aus = toolkit.estimate_aus([portraits[k] for k in keys], landmarks=[landmarks[k] for k in keys])
+        for row, k in enumerate(keys):
+            results[k] = (portraits[k], conditions[k], aus.values[row].tolist())
+    return results
+
+
+def _batches(frames: Iterator[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    batch = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def process_clip(clip: Path, out: Path, toolkit, settings: Settings, key: str | None = None,
+                 batch_size: int = 1) -> dict:
     """Crop, AUs and condition for the clip's frames; returns (and stores) its done.json record."""
     key = clip.stem if key is None else key
     folder = out / CLIPS / key
     folder.mkdir(parents=True, exist_ok=True)
     frames, without_face = [], 0
-    for number, image in read_frames(clip, settings):
-        try:
-            portrait, _ = toolkit.crop(image)
-            landmarks = toolkit.landmarks(portrait)
-            condition, _ = toolkit.condition(portrait, landmarks)
-            aus = toolkit.estimate_aus([portrait], landmarks=[landmarks])
-        except (NoFaceError, ImageInputError) as exc:
-            without_face += 1
-            logger.info("%s frame %d: %s", clip.name, number, exc)
-            continue
-        image_path, condition_path = folder / f"{number:06d}.png", folder / f"{number:06d}_cond.png"
-        save_image(portrait, image_path)
-        save_image(condition, condition_path)
-        frames.append(asdict(Frame(key, number, str(image_path.relative_to(out)),
-                                   str(condition_path.relative_to(out)), tuple(aus.values[0].tolist()))))
+    for batch in _batches(read_frames(clip, settings), batch_size):
+        images = [image for _, image in batch]
+        results = [face_of_frame(images[0], toolkit)] if batch_size == 1 else faces_of_frames(images, toolkit)
+        for (number, _), result in zip(batch, results):
+            if isinstance(result, MagicFaceError):
+                without_face += 1
+                logger.info("%s frame %d: %s", clip.name, number, result)
+                continue
+            portrait, condition, aus = result
+            image_path, condition_path = folder / f"{number:06d}.png", folder / f"{number:06d}_cond.png"
+            save_image(portrait, image_path)
+            save_image(condition, condition_path)
+            frames.append(asdict(Frame(key, number, str(image_path.relative_to(out)),
+                                       str(condition_path.relative_to(out)), tuple(aus))))
     record = {"frames": frames, "frames_without_face": without_face}
+    _write_record(folder, record)
+    return record
+
+
+def _write_record(folder: Path, record: dict) -> None:
     with atomic_path(folder / DONE) as temporary:  # a crash never leaves a half-written done.json
         temporary.write_text(json.dumps(record))
-    return record
 
 
 def make_pairs(frames: list[Frame], settings: Settings) -> list[Pair]:
@@ -176,28 +280,78 @@ def make_pairs(frames: list[Frame], settings: Settings) -> list[Pair]:
     return pairs
 
 
-def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report()
-    frames: list[Frame] = []
-    check_settings(settings)
+def _clips(videos: Path) -> dict[Path, str]:
+    """Every clip under ``videos`` (in name order) with its key."""
     clips = find_clips(videos)
     if not clips:
         raise MagicFaceError(f"{videos} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) "
                              f"and no folders of frames: nothing to prepare")
-    keys = clip_keys(clips)
-    for clip in clips:
-        record = _read_done(out / CLIPS / keys[clip] / DONE)
+    return clip_keys(clips)
+
+
+def prepare(videos: Path, out: Path, toolkit, settings: Settings, shard: Shard = Shard(),
+            batch_size: int = 1) -> Report | None:
+    """Prepare this process's clips, then write ``index.json`` if every clip is done.
+
+    ``shard``: this job's part of the clips (``--shard``); under a launcher it is split again over
+    the job's processes. Returns the index's report, or None where this process leaves the index to
+    another (a launcher's rank 0, or the shard that finishes last)."""
+    check_settings(settings)
+    check_batch_size(batch_size)
+    processes = scaleout.launched()
+    mine = shard.split(processes)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = _clips(videos)
+    own = set(mine.take(keys.values()))
+    for clip, key in keys.items():
+        if key not in own:
+            continue
+        record = _read_done(out / CLIPS / key / DONE)
+        if record is not None and "unreadable" not in record:
+            continue
+        try:
+            process_clip(clip, out, toolkit, settings, key, batch_size)
+        except OSError as exc:
+            logger.warning("skipping %s: %s", clip.name, exc)
+            # recorded, so that whoever merges counts it; tried again on the next run
+            _write_record(out / CLIPS / key, {"unreadable": str(exc)})
+    scaleout.barrier(processes)  # every process of this job has written its clips
+    try:
+        if processes.index != 0:
+            return None
+        waiting = [clip.name for clip, key in keys.items() if _read_done(out / CLIPS / key / DONE) is None]
+        if waiting:
+            logger.info("shard %s done; %d clip(s) of other shards are not done yet (%s); the shard that "
+                        "finishes last writes %s, or run prepare --merge", shard, len(waiting),
+                        ", ".join(waiting[:3]), INDEX_FILE)
+            return None
+        return merge(videos, out, settings)
+    finally:
+        scaleout.finish()
+
+
+def merge(videos: Path, out: Path, settings: Settings) -> Report:
+    """``index.json`` from every clip's ``done.json`` (all must be done), in clip order.
+
+    Written only when its bytes change, so re-running a finished run leaves everything as it was."""
+    check_settings(settings)
+    report = Report()
+    frames: list[Frame] = []
+    waiting = []
+    for clip, key in _clips(videos).items():
+        record = _read_done(out / CLIPS / key / DONE)
         if record is None:
-            try:
-                record = process_clip(clip, out, toolkit, settings, keys[clip])
-            except OSError as exc:
-                report.unreadable_clips.append(clip.name)
-                logger.warning("skipping %s: %s", clip.name, exc)
-                continue
-        report.clips += 1
-        report.frames_without_face += record["frames_without_face"]
-        frames.extend(Frame(**{**f, "aus": tuple(f["aus"])}) for f in record["frames"])
+            waiting.append(clip.name)
+        elif "unreadable" in record:
+            report.unreadable_clips.append(clip.name)
+        else:
+            report.clips += 1
+            report.frames_without_face += record["frames_without_face"]
+            frames.extend(Frame(**{**f, "aus": tuple(f["aus"])}) for f in record["frames"])
+    if waiting:
+        raise MagicFaceError(
+            f"{len(waiting)} clip(s) of {videos} are not prepared in {out} yet ({', '.join(waiting[:5])}"
+            f"{', ...' if len(waiting) > 5 else ''}): run the shards that hold them first (or prepare without --shard)")
     report.frames_kept = len(frames)
     pairs = make_pairs(frames, settings)
     report.pairs = len(pairs)
@@ -205,9 +359,18 @@ def prepare(videos: Path, out: Path, toolkit, settings: Settings) -> Report:
     return report
 
 
-def run(job: PrepareJob, toolkit) -> Report:
-    """The prepare command: ``job``'s clips through ``toolkit``, and a line that sums it up."""
-    report = prepare(job.videos, job.out, toolkit, job.settings)
+def run(job: PrepareJob, toolkit) -> Report | None:
+    """The prepare command: ``job``'s clips (this shard's, this process's) through ``toolkit``, or with
+    ``merge`` only the index from the clips the shards prepared; a line that sums it up."""
+    shard = Shard.parse(job.shard)
+    if job.merge:
+        report = merge(job.videos, job.out, job.settings)
+    else:
+        report = prepare(job.videos, job.out, toolkit, job.settings, shard, job.batch_size)
+    if report is None:
+        print(f"this process's clips are done (shard {shard}, process {scaleout.launched()}); index.json is "
+              f"written once every clip is: by rank 0, or by the shard that finishes last (or prepare --merge)")
+        return None
     print(f"{report.clips} clips ({len(report.unreadable_clips)} unreadable: {', '.join(report.unreadable_clips) or '-'}), "
           f"{report.frames_kept} frames kept, {report.frames_without_face} without a usable face, "
           f"{report.pairs} pairs -> {job.out / 'index.json'}")
