@@ -289,7 +289,7 @@ def test_evaluate_generate_never_replaces_files_in_out(tmp_path, monkeypatch, ca
     from magicface_core import cli
     from PIL import Image
 
-    monkeypatch.setattr(cli, "_face_toolkit", lambda args: None)  # refused before anything loads
+    monkeypatch.setattr("magicface_core.cli.commands._face_toolkit", lambda job: None)  # refused before anything loads
     (tmp_path / "identities").mkdir()
     Image.new("RGB", (512, 512)).save(tmp_path / "identities" / "a.png")
     (tmp_path / "deltas.txt").write_text("AU12=2\n")
@@ -312,7 +312,7 @@ def test_evaluate_triples_never_replaces_earlier_results(tmp_path, monkeypatch, 
     """Finding 9: evaluate --triples replaced per_edit.csv / summary files already in --out."""
     from magicface_core import cli
 
-    monkeypatch.setattr(cli, "_face_toolkit", lambda args: None)
+    monkeypatch.setattr("magicface_core.cli.commands._face_toolkit", lambda job: None)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "per_edit.csv").write_text("earlier")
     (tmp_path / "triples.csv").write_text("identity,au_delta,edited\n")

@@ -131,8 +131,8 @@ def no_models(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("a model loaded before the job was checked")
 
-    monkeypatch.setattr(cli, "_video_models", loaded)
-    monkeypatch.setattr(cli, "_face_toolkit", loaded)
+    monkeypatch.setattr("magicface_core.cli.commands._video_models", loaded)
+    monkeypatch.setattr("magicface_core.cli.commands._face_toolkit", loaded)
     monkeypatch.setattr("magicface_core.model.magicface.MagicFace.from_pretrained", loaded)
 
 
