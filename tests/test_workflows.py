@@ -18,7 +18,8 @@ SHIPPED_V0_1 = sorted((REPO / "tests" / "data" / "workflows_shipped_v0_1").glob(
 VERSIONS = list(BUILTINS_FILES)
 # Combos whose choices are the user's files: any name is valid in a shared workflow.
 FILE_CHOICES = {("LoadImage", "image"), ("LoadVideo", "file"), ("CheckpointLoaderSimple", "ckpt_name"),
-                ("UpscaleModelLoader", "model_name"), ("MagicFaceModelLoader", "weights")}
+                ("UpscaleModelLoader", "model_name"), ("MagicFaceModelLoader", "weights"),
+                ("MagicFaceFineFaceApply", "fineface_weights")}
 CASES = [(version, path) for path in WORKFLOWS + SHIPPED_V0_1 for version in VERSIONS]
 
 
