@@ -61,14 +61,16 @@ def main() -> None:
         def plain():
             bare(x["latents"], x["t"], encoder_hidden_states=x["text"])
 
-        times = {}
-        for _ in range(2):  # interleaved rounds, best of each
+        # Steps alternate between the two, and each keeps its fastest: a machine whose load changes
+        # during the run slows both alike (blocks of steps each would not).
+        plain(), fineface()  # warm-up
+        times = {"base": [], "fineface": []}
+        for _ in range(args.steps):
             for name, fn in (("base", plain), ("fineface", fineface)):
-                fn()
                 start = time.perf_counter()
-                for _ in range(args.steps):
-                    fn()
-                times[name] = min(times.get(name, 1e9), (time.perf_counter() - start) / args.steps)
+                fn()
+                times[name].append(time.perf_counter() - start)
+        times = {name: min(values) for name, values in times.items()}
     print(f"{args.size} UNet, batch 2 (CFG): base UNet: {times['base'] * 1e3:.2f} ms/step; FineFace (patch + LoRA): {times['fineface'] * 1e3:.2f} ms/step; "
           f"ratio {times['fineface'] / times['base']:.3f}x")
 

@@ -65,6 +65,11 @@ def _prepared(server, workflow_path: Path, steps: int) -> tuple[dict, dict]:
                 node["inputs"][widget] = value if isinstance(value, str) else value.get(node["inputs"][widget], value[None])
         if node["class_type"] in ("MagicFaceKSampler", "KSampler"):
             node["inputs"]["steps"] = steps
+        # A sweep of two rows, and a latent batch to match: each row costs a full 512x512 image on a CPU.
+        if node["class_type"] == "MagicFaceAUSweep":
+            node["inputs"]["step"] = abs(node["inputs"]["stop"] - node["inputs"]["start"]) or 1.0
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"]["batch_size"] = min(node["inputs"]["batch_size"], 2)
         if node["class_type"] == "MagicFaceFaceParseContour":
             # Random 2D-FAN weights put landmarks anywhere, and the 3DMM fit refuses five points far off
             # the image; the 3dmm jaw runs on real landmarks in tests/test_real_faces.py.
