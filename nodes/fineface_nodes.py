@@ -59,7 +59,8 @@ class FineFaceApply(io.ComfyNode):
                                                   "au_encoder.ckpt and pytorch_lora_weights.safetensors; the "
                                                   "download choice fetches the authors' files there")),
                           io.Combo.Input("variant", options=["sd2.1", "sd1.5"], default="sd2.1"),
-                          io.Float.Input("lora_strength", default=default_of(GenerateSettings, "lora_strength"), min=0.0, max=10.0, step=0.05, tooltip=(
+                          io.Float.Input("lora_strength", default=default_of(GenerateSettings, "lora_strength"), min=0.0,
+                                         max=10.0, step=0.05, tooltip=(
                               "1.0 = the trained scale (alpha/r = 0.25); 0 = the authors' pinned code (LoRA dropped); "
                               "4.0 = diffusers >= 0.29 (LoRA at 1.0)")),
                           io.Float.Input("au_scale", default=default_of(GenerateSettings, "au_scale"), min=0.0, max=10.0,

@@ -6,9 +6,11 @@ Starts ComfyUI on loopback (``--cpu``) with a fresh base directory holding this 
 random weights in the formats ComfyUI's loaders read, then: checks the server's node
 definitions against ours, validates every workflow in example_workflows/ and every workflow as
 shipped in v0.1 (tests/data/workflows_shipped_v0_1: users' saved graphs) against the server, runs
-each to its saved images (the video workflows on two-frame clips), checks that ComfyUI's template
-browser lists the examples with their thumbnails, cancels a run in the middle of sampling, and (with a
-Chromium) checks that the frontend queues for each workflow the prompt that the other tests send.
+each to its saved images (the video workflows on two-frame clips, sweeps and latent batches of two
+rows; with MAGICFACE_WORKFLOW_RUNS=cover only the workflows that together run every node of ours),
+checks that ComfyUI's template browser lists the examples with their thumbnails, cancels a run in
+the middle of sampling, and (with a Chromium) checks that the frontend queues for each workflow the
+prompt that the other tests send.
 """
 
 from __future__ import annotations
