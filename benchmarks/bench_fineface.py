@@ -6,11 +6,16 @@ Random SD 2-like weights (tools/compare_fineface_with_authors.py): ``tiny`` (32/
 latents) or ``full`` (SD 2.1-base's own UNet config, 64x64 latents, 77 text tokens: 512x512 images);
 prints figures, asserts nothing. Target: at most 1.05x (the AU term is one vector per block; the LoRA
 is merged into the weights), which holds where the UNet's own work dominates, as at full size.
+
+A second, separately loaded copy of the base UNet is timed the same way: its ratio to the first is
+the noise floor of the run (two identical networks differ by a few per cent on a CPU), so a FineFace
+ratio within it is no overhead at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +52,7 @@ def main() -> None:
         config = parity.TINY_SD2_UNET if args.size == "tiny" else SD21_BASE_UNET
         base, ff_dir = parity.write_tiny_fineface(Path(tmp), unet_config=config)
         ff = FineFace.from_pretrained(ff_dir, base=base, lora_strength=1.0)
-        bare = load_unet(base)
+        bare, bare_copy = load_unet(base), load_unet(base)
         x = parity.inputs()
         if args.size == "full":
             g = torch.Generator().manual_seed(1)
@@ -57,22 +62,30 @@ def main() -> None:
         def fineface():
             ff.noise_pred(x["latents"], x["t"], x["text"], tokens)
 
-        @torch.no_grad()
-        def plain():
-            bare(x["latents"], x["t"], encoder_hidden_states=x["text"])
+        def plain(unet):
+            @torch.no_grad()
+            def run():
+                unet(x["latents"], x["t"], encoder_hidden_states=x["text"])
+            return run
 
-        # Steps alternate between the two, and each keeps its fastest: a machine whose load changes
-        # during the run slows both alike (blocks of steps each would not).
-        plain(), fineface()  # warm-up
-        times = {"base": [], "fineface": []}
-        for _ in range(args.steps):
-            for name, fn in (("base", plain), ("fineface", fineface)):
+        # Steps alternate between the three, and each keeps its fastest: a machine whose load changes
+        # during the run slows all alike (blocks of steps each would not).
+        runs = {"base": plain(bare), "base copy": plain(bare_copy), "fineface": fineface}
+        times = {name: [] for name in runs}
+        for step in range(args.steps + 1):
+            for name, fn in runs.items():
                 start = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - start)
-        times = {name: min(values) for name, values in times.items()}
-    print(f"{args.size} UNet, batch 2 (CFG): base UNet: {times['base'] * 1e3:.2f} ms/step; FineFace (patch + LoRA): {times['fineface'] * 1e3:.2f} ms/step; "
-          f"ratio {times['fineface'] / times['base']:.3f}x")
+                if step:  # step 0 warms up
+                    times[name].append(time.perf_counter() - start)
+        best = {name: min(values) for name, values in times.items()}
+        median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{args.size} UNet, batch 2 (CFG), {args.steps} steps each, fastest (median) ms/step:")
+    for name in runs:
+        print(f"  {name:10s} {best[name] * 1e3:10.2f} ({median[name] * 1e3:.2f})  "
+              f"ratio to base {best[name] / best['base']:.3f}x")
+    print(f"FineFace (patch + LoRA) / base: {best['fineface'] / best['base']:.3f}x; "
+          f"noise floor (base copy / base): {best['base copy'] / best['base']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ only S3FD's boxes are replaced by a fixed box, since a random detector finds noi
 change what the rest of the pipeline is given.
 
     python benchmarks/bench_prepare_scaling.py [--clips 2] [--frames 8] [--size 128] [--device cpu]
+        [--threads-per-process T]
+
+By default the machine's threads are shared between the processes, as one would run it; with
+``--threads-per-process 1`` each process gets one core of its own, which shows how the split scales
+with processes on a CPU that has a core per process (as on a GPU per process).
 
 Clips are frame folders cut from the official portraits. Frames per second counts the frames of
 all clips over the wall time of the whole run (start-up and the index merge included, as a user
@@ -69,6 +74,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--threads-per-process", type=int, default=0, help="0: the machine's threads shared")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--videos", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -87,7 +93,7 @@ def main() -> None:
         total = args.clips * args.frames
         threads = os.cpu_count()
         print(f"{args.clips} clips x {args.frames} frames ({args.size}x{args.size}), device {args.device}, "
-              f"{threads} CPU threads")
+              f"{threads} CPU threads, {args.threads_per_process or 'shared'} per process")
         results = []
         for processes in map(int, args.processes.split(",")):
             for batch in map(int, args.batch_sizes.split(",")):
@@ -95,7 +101,8 @@ def main() -> None:
                 launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone",
                                                       "--nproc_per_node", str(processes)]
                 # the machine's threads shared between the processes, as one would run it
-                env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // processes))}
+                per_process = args.threads_per_process or max(1, threads // processes)
+                env = {**os.environ, "OMP_NUM_THREADS": str(per_process)}
                 command = [sys.executable, *launcher, __file__, "--worker", "--videos", str(videos), "--out", str(out),
                            "--weights", str(weights), "--device", args.device, "--batch-size", str(batch)]
                 start = time.perf_counter()

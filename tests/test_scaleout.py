@@ -105,6 +105,27 @@ def test_shards_then_merge_equal_one_run_and_a_rerun_changes_nothing(videos, one
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "done.json"} == stamps
 
 
+def test_shards_or_a_rerun_with_other_frame_settings_are_refused_before_any_work(videos, tmp_path):
+    from magicface_core.training.prepare import Settings, merge, prepare
+    from tests.support.scaleout_probe import StubToolkit
+
+    out = tmp_path / "mixed"
+    settings = Settings(frame_step=1, max_frames=10, min_gap=1, pairs_per_clip=4, seed=0)
+    prepare(videos, out, StubToolkit(), settings, Shard.parse("0/2"))
+    before = tree(out)
+    other = Settings(frame_step=2, max_frames=10, min_gap=1, pairs_per_clip=4, seed=0)
+    refused = r"clip1 was prepared .* with other frame settings \(--frame-step 1 there, 2 here\)"
+    with pytest.raises(SettingsError, match=refused):
+        prepare(videos, out, StubToolkit(), other, Shard.parse("1/2"))
+    with pytest.raises(SettingsError, match="other frame settings"):
+        merge(videos, out, other)
+    assert tree(out) == before  # the refused shard wrote nothing
+    # other pairing settings only re-pair: the clips stay, the index follows the run's settings
+    prepare(videos, out, StubToolkit(), settings, Shard.parse("1/2"))
+    report = merge(videos, out, Settings(frame_step=1, max_frames=10, min_gap=1, pairs_per_clip=1, seed=0))
+    assert report.pairs == 5
+
+
 def test_evaluate_generate_on_two_processes_equals_one(tmp_path):
     identities = tmp_path / "identities"
     identities.mkdir()
@@ -123,6 +144,36 @@ def test_evaluate_generate_on_two_processes_equals_one(tmp_path):
             b = b.replace(str(tmp_path / "two").encode(), b"OUT")
         assert a == b, name
     assert b"nan" not in one["summary.json"].lower()
+
+
+def test_evaluate_shards_with_other_settings_are_refused_and_merge_writes_the_tables(tmp_path):
+    from magicface_core.evaluation.evaluate import RESULTS, TRIPLES, EvalTools, EvaluateJob, generate_and_evaluate, run
+    from tests.support.scaleout_probe import StubTools, stub_edit
+
+    identities = tmp_path / "identities"
+    identities.mkdir()
+    for name in ("00025.png", "00381.png"):
+        Image.open(OFFICIAL / name).convert("RGB").save(identities / name)
+    (tmp_path / "deltas.txt").write_text("AU12=3\nAU26=4\n")
+    out = tmp_path / "out"
+    job = EvaluateJob(generate=True, identities=identities, deltas=tmp_path / "deltas.txt", out=out)
+    people, deltas = job.generation_inputs()
+    tools = EvalTools(StubTools.estimate_aus, StubTools.parse, StubTools.landmarks, StubTools.embed)
+    generate_and_evaluate(people, deltas, stub_edit, tools, out, Shard(0, 2), job.made_with(deltas, torch.float32))
+    before = tree(out)
+    fewer_steps = EvaluateJob(generate=True, identities=identities, deltas=tmp_path / "deltas.txt", out=out,
+                              sampling=type(job.sampling)(steps=20))
+    with pytest.raises(SettingsError, match="00025.png's edits .* were made with other settings \\(sampling differ\\)"):
+        generate_and_evaluate(people, deltas, stub_edit, tools, out, Shard(1, 2),
+                              fewer_steps.made_with(deltas, torch.float32))
+    assert tree(out) == before  # nothing edited or written
+    generate_and_evaluate(people, deltas, stub_edit, tools, out, Shard(1, 2), job.made_with(deltas, torch.float32))
+    tables = {name: (out / name).read_bytes() for name in (TRIPLES, *RESULTS)}  # the last shard wrote them
+    for name in tables:
+        (out / name).unlink()  # as if that shard had died before writing them
+    run(EvaluateJob(generate=True, identities=identities, deltas=tmp_path / "deltas.txt", out=out, merge=True),
+        None, "cpu", torch.float32)
+    assert {name: (out / name).read_bytes() for name in tables} == tables
 
 
 def test_shard_parsing_and_the_split():

@@ -12,7 +12,9 @@ replaced (the run refuses before any model loads). With ``--generate`` the ident
 processes (``torchrun``/``accelerate launch``) and jobs (``--shard I/N``) as ``prepare`` splits clips
 (:mod:`magicface_core.scaleout`): each process edits and measures its identities and records their
 rows in ``edits/<identity>.json``; one process writes the tables from every record once all are
-there, so the tables equal a one-process run's.
+there, so the tables equal a one-process run's (or ``--merge`` writes them). Each record keeps the
+sampling settings and deltas it was made with; a shard or a rerun with others is refused before any
+model loads, so one table never mixes two settings.
 AUs come from our LibreFace port, parsing from BiSeNet, landmarks from 2D-FAN, identity
 embeddings from dlib's 128-d face descriptor, computed as the face_recognition package does
 (as in the paper) but by calling dlib directly with the model files of the
@@ -25,7 +27,7 @@ import csv
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +37,7 @@ from . import metrics
 from ..au import AUVector
 from .. import scaleout
 from ..devices import DeviceSettings
-from ..errors import MagicFaceError, NoFaceError, OutputPathError
+from ..errors import MagicFaceError, NoFaceError, OutputPathError, SettingsError
 from ..faces.toolkit import FaceSettings
 from ..files import atomic_path
 from ..imaging import as_portrait, load_image, resize, save_image
@@ -71,6 +73,7 @@ class EvaluateJob:
                                                  "computes it, or none", choices=ID_BACKENDS)
     shard: str = option("0/1", "I/N: with --generate, this job's part of the identities when N jobs share the work "
                                "(a Slurm array); the last to finish writes the tables")
+    merge: bool = option(False, "with --generate: only write the tables from the records the shards wrote")
     device: DeviceSettings = group(DeviceSettings)
     faces: FaceSettings = group(FaceSettings)
 
@@ -82,6 +85,8 @@ class EvaluateJob:
             raise MagicFaceError(f"unknown id backend {self.id_backend!r}: choose one of {', '.join(ID_BACKENDS)}")
         if self.generate and not (self.identities and self.deltas):
             raise MagicFaceError("--generate needs --identities and --deltas")
+        if self.merge and not self.generate:
+            raise MagicFaceError("--merge goes with --generate (it writes the tables of the shards' edits)")
         if not self.generate and not self.triples:
             raise MagicFaceError("give --triples, or --generate with --identities and --deltas")
         Shard.parse(self.shard)
@@ -101,6 +106,12 @@ class EvaluateJob:
         if not deltas:
             raise MagicFaceError(f"--deltas {self.deltas} holds no AU delta")
         return identities, deltas
+
+    def made_with(self, deltas: list[AUVector], dtype) -> dict:
+        """What decides the edits (kept in every identity's record, compared by every shard): the
+        model, the sampling, the deltas and the resolved precision (not the device: each process has its own)."""
+        return json.loads(json.dumps({"model": asdict(self.model), "sampling": asdict(self.sampling),
+                                      "deltas": [_delta_text(d) for d in deltas], "dtype": str(dtype)}, default=str))
 
 
 @dataclass
@@ -231,10 +242,26 @@ def _read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("rows"), list) else None
 
 
-def check_generate_outputs(identities: list[Path], deltas: list[AUVector], out: Path, shard: Shard = Shard()) -> None:
-    """Before any model loads: no result table in ``--out`` yet, and no edit file this process would
-    write that is not its own (an identity's edits belong to the run once its record is written)."""
+def check_records_match(identities: list[Path], out: Path, made_with: dict | None) -> None:
+    """Refuse records made with other settings or deltas (another shard's flags, an earlier run)."""
+    if made_with is None:
+        return
+    for identity in identities:
+        record = _read_record(_record_path(out, identity))
+        theirs = None if record is None else record.get("made_with")
+        if theirs is not None and theirs != made_with:
+            differ = ", ".join(k for k in made_with if theirs.get(k) != made_with[k])
+            raise SettingsError(f"{identity.name}'s edits in {out / EDITS} were made with other settings ({differ} "
+                                f"differ): give every shard the same flags, or choose another --out")
+
+
+def check_generate_outputs(identities: list[Path], deltas: list[AUVector], out: Path, shard: Shard = Shard(),
+                           made_with: dict | None = None) -> None:
+    """Before any model loads: no result table in ``--out`` yet, no record made with other settings,
+    and no edit file this process would write that is not its own (an identity's edits belong to
+    the run once its record is written)."""
     check_results_free(out, (TRIPLES, *RESULTS))
+    check_records_match(identities, out, made_with)
     own = set(shard.split(scaleout.launched()).take(p.name for p in identities))
     todo = [i for i in identities if i.name in own and _read_record(_record_path(out, i)) is None]
     taken = [path for identity in todo for path in (*_edit_paths(out, identity, deltas), _record_path(out, identity))
@@ -245,15 +272,16 @@ def check_generate_outputs(identities: list[Path], deltas: list[AUVector], out: 
 
 
 def generate_and_evaluate(identities: list[Path], deltas: list[AUVector], edit: Edit, tools: EvalTools, out: Path,
-                          shard: Shard = Shard()) -> dict[str, float] | None:
+                          shard: Shard = Shard(), made_with: dict | None = None) -> dict[str, float] | None:
     """Edit every identity with every delta, measure each edit, and write the tables.
 
     ``shard``: this job's part of the identities (each identity's edits are one batch, so the split
     never changes an edit); under a launcher it is split again over the job's processes. An
     identity whose record exists is not done again, so an interrupted run resumes. Returns the
-    summary, or None where another process writes the tables (rank 0, or the shard finishing last)."""
+    summary, or None where another process writes the tables (rank 0, or the shard finishing last).
+    ``made_with`` (what decides the edits) is kept in each record and must match the others'."""
     identities = sorted(identities)
-    check_generate_outputs(identities, deltas, out, shard)
+    check_generate_outputs(identities, deltas, out, shard, made_with)
     processes = scaleout.launched()
     own = set(shard.split(processes).take(p.name for p in identities))
     for identity in identities:
@@ -265,7 +293,7 @@ def generate_and_evaluate(identities: list[Path], deltas: list[AUVector], edit: 
             save_image(image, path, overwrite=False)
         rows = measure([(identity, delta, path) for delta, path in zip(deltas, paths)], tools)
         with atomic_path(_record_path(out, identity)) as temporary:  # written last: the identity is done
-            temporary.write_text(json.dumps({"rows": rows}))
+            temporary.write_text(json.dumps({"rows": rows, "made_with": made_with}))
     scaleout.barrier(processes)
     try:
         if processes.index != 0:
@@ -276,7 +304,7 @@ def generate_and_evaluate(identities: list[Path], deltas: list[AUVector], edit: 
                         "last writes the tables", shard)
             return None
         try:
-            return merge_generated(identities, out)
+            return merge_generated(identities, out, made_with)
         except OutputPathError:
             if all((out / name).exists() for name in (TRIPLES, *RESULTS)):
                 return None  # another shard, finishing at the same moment, wrote the same tables
@@ -285,8 +313,9 @@ def generate_and_evaluate(identities: list[Path], deltas: list[AUVector], edit: 
         scaleout.finish()
 
 
-def merge_generated(identities: list[Path], out: Path) -> dict[str, float]:
+def merge_generated(identities: list[Path], out: Path, made_with: dict | None = None) -> dict[str, float]:
     """``triples.csv`` and the result tables from every identity's record, in identity order."""
+    check_records_match(identities, out, made_with)
     rows = []
     for identity in sorted(identities):
         record = _read_record(_record_path(out, identity))
@@ -326,14 +355,20 @@ def run(job: EvaluateJob, toolkit, device, dtype) -> dict[str, float] | None:
 
         shard = Shard.parse(job.shard)
         identities, deltas = job.generation_inputs()  # checked before the models load
-        check_generate_outputs(identities, deltas, job.out, shard)
+        made_with = job.made_with(deltas, dtype)
+        if job.merge:
+            summary = merge_generated(identities, job.out, made_with)
+            print(summary_table(summary))
+            return summary
+        check_generate_outputs(identities, deltas, job.out, shard, made_with)
         model = MagicFace.from_pretrained(job.model.weights, device=device, dtype=dtype)
         sd15 = load_sd15(job.model.sd15, device, dtype)
 
         def edit(portrait, batch):
             return edit_photo(portrait, batch, model, sd15, faces=toolkit, settings=job.sampling)
 
-        summary = generate_and_evaluate(identities, deltas, edit, default_tools(toolkit, job.id_backend), job.out, shard)
+        tools = default_tools(toolkit, job.id_backend)
+        summary = generate_and_evaluate(identities, deltas, edit, tools, job.out, shard, made_with)
         if summary is None:
             print(f"this process's identities are done (shard {shard}, process {scaleout.launched()}); the tables "
                   f"are written once every identity is: by rank 0, or by the shard that finishes last")

@@ -16,6 +16,8 @@ done: by rank 0 after a barrier, and with ``--shard`` by whichever job finds eve
 it finishes (jobs finishing together write the same bytes), or by ``prepare --merge``. So the
 index and every image are the same however the work was split. ``--batch-size`` frames of a clip
 go through each face network at once; batches never span clips, so the split does not change them.
+Each ``done.json`` records the frame settings it was made with; a run (or a shard, or the merge)
+with other frame settings is refused before any work, so one index never mixes two samplings.
 """
 
 from __future__ import annotations
@@ -147,6 +149,30 @@ def check_batch_size(batch_size: int) -> None:
         raise SettingsError(f"--batch-size must be a whole number, at least 1 (got {batch_size!r})")
 
 
+# The settings that decide a clip's own files; the pairing settings only shape index.json, which
+# each merge writes anew from its own.
+CLIP_FIELDS = ("frame_step", "max_frames")
+
+
+def clip_settings(settings: Settings) -> dict:
+    return {name: getattr(settings, name) for name in CLIP_FIELDS}
+
+
+def check_clips_match(out: Path, keys: dict[Path, str], settings: Settings) -> None:
+    """Refuse, before any work, clips in ``out`` prepared with other frame settings (an earlier run,
+    or another shard started with other flags): their frames would not be this run's."""
+    wanted = clip_settings(settings)
+    for clip, key in keys.items():
+        record = _read_done(out / CLIPS / key / DONE)
+        # an unreadable clip is tried again by every run, so its settings do not matter
+        made = None if record is None or "unreadable" in record else record.get("settings")
+        if isinstance(made, dict) and made != wanted:
+            differ = ", ".join(f"--{n.replace('_', '-')} {made.get(n)!r} there, {wanted[n]!r} here"
+                               for n in CLIP_FIELDS if made.get(n) != wanted[n])
+            raise SettingsError(f"{clip.name} was prepared in {out} with other frame settings ({differ}): "
+                                f"give every shard and rerun the same settings, or prepare into a new --out")
+
+
 def _read_done(done: Path) -> dict | None:
     """A clip's record (its frames, or why it was unreadable), or None when absent or half-written
     (the clip is then done again)."""
@@ -255,7 +281,7 @@ def process_clip(clip: Path, out: Path, toolkit, settings: Settings, key: str | 
             save_image(condition, condition_path)
             frames.append(asdict(Frame(key, number, str(image_path.relative_to(out)),
                                        str(condition_path.relative_to(out)), tuple(aus))))
-    record = {"frames": frames, "frames_without_face": without_face}
+    record = {"frames": frames, "frames_without_face": without_face, "settings": clip_settings(settings)}
     _write_record(folder, record)
     return record
 
@@ -302,6 +328,7 @@ def prepare(videos: Path, out: Path, toolkit, settings: Settings, shard: Shard =
     mine = shard.split(processes)
     out.mkdir(parents=True, exist_ok=True)
     keys = _clips(videos)
+    check_clips_match(out, keys, settings)
     own = set(mine.take(keys.values()))
     for clip, key in keys.items():
         if key not in own:
@@ -335,10 +362,12 @@ def merge(videos: Path, out: Path, settings: Settings) -> Report:
 
     Written only when its bytes change, so re-running a finished run leaves everything as it was."""
     check_settings(settings)
+    keys = _clips(videos)
+    check_clips_match(out, keys, settings)
     report = Report()
     frames: list[Frame] = []
     waiting = []
-    for clip, key in _clips(videos).items():
+    for clip, key in keys.items():
         record = _read_done(out / CLIPS / key / DONE)
         if record is None:
             waiting.append(clip.name)
